@@ -1,0 +1,166 @@
+"""The ``brats-llm`` command line: one thin command per DVC stage."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+
+from brats_llm import __version__
+from brats_llm.config import ParamsError, default_params_file, stage_params
+
+PARAMS_HELP = (
+    "YAML file whose section for this command supplies defaults (params.yaml in the working "
+    "directory when present, as DVC runs stages). Options given here override it."
+)
+
+
+def params_option(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Add ``--params FILE`` to a command."""
+    return click.option(
+        "--params", "params_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        default=None, help=PARAMS_HELP,
+    )(command)
+
+
+def workers_option(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Add ``--workers N``: an execution setting, not a param (outputs do not depend on it)."""
+    return click.option(
+        "--workers", type=click.IntRange(min=0), default=0, show_default=True,
+        help="Worker processes; 0 = all cores. Results are identical for any value.",
+    )(command)
+
+
+def resolve(cls: type, section: str, params_file: Path | None, **overrides: Any) -> Any:
+    """Build a stage's params dataclass, turning params errors into a clean CLI error."""
+    try:
+        return stage_params(cls, section, params_file or default_params_file(), overrides)
+    except ParamsError as error:
+        raise click.UsageError(str(error)) from error
+
+
+def friendly_errors(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Report expected failures (missing folders, bad files) as one clear line, exit code 1."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except (FileNotFoundError, ValueError, RuntimeError) as error:
+            raise click.ClickException(str(error)) from error
+
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="brats-llm")
+@click.option("-v", "--verbose", is_flag=True, help="Log debug messages.")
+def main(verbose: bool) -> None:
+    """Reproducible BraTS pipeline: CNNs vs vision-LLMs for glioma grading and segmentation.
+
+    Each command is one DVC stage (see dvc.yaml) and reads its own section of params.yaml.
+    Typical use is `dvc repro`; run a command directly to work outside DVC.
+
+    \b
+    Pipeline:  demo -> prepare -> split
+    Example:   brats-llm demo data/raw/demo --patients 8 --seed 1
+               brats-llm prepare data/raw/demo data/volumes --report data/prepare_report.json
+               brats-llm split data/volumes data/splits.csv
+    """
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+
+@main.command()
+@click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--patients", type=click.IntRange(min=1), help="Number of synthetic patients [params: demo.patients].")
+@click.option("--seed", type=int, help="Seed; same seed, same bytes [params: demo.seed].")
+@click.option("--lgg-fraction", type=click.FloatRange(0, 1), help="Share of LGG patients [params: demo.lgg_fraction].")
+@click.option("--shape", type=(int, int, int), help="Volume size in voxels (i j k); default 240 240 155.")
+@workers_option
+@params_option
+@friendly_errors
+def demo(out_dir: Path, workers: int, params_file: Path | None, **overrides: Any) -> None:
+    """Write a synthetic BraTS 2020-layout cohort to OUT_DIR (the embedded default data).
+
+    Each case is a brain phantom with FLAIR, T1, T1ce, T2 and a BraTS label mask (1 necrotic core,
+    2 oedema, 4 enhancing) at the real geometry (240x240x155, 1 mm, BraTS affine), plus
+    name_mapping.csv with the Grade column. HGG tumours are larger with a necrotic core and a
+    ring-enhancing rim on T1ce; LGG tumours are smaller, non-enhancing, bright on T2/FLAIR.
+    OUT_DIR is replaced atomically. It is not patient data.
+    """
+    from brats_llm.ingest.demo import DemoParams, generate_demo
+
+    params = resolve(DemoParams, "demo", params_file, **overrides)
+    ids = generate_demo(out_dir, params, workers=workers)
+    click.echo(f"wrote {len(ids)} synthetic cases to {out_dir}", err=True)
+
+
+@main.command()
+@click.argument("raw_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--report", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write a JSON report: included ids, excluded cases (id, path, reason), notes.")
+@click.option("--centre-on", type=click.Choice(["tumour", "volume"]),
+              help="Centre the axial window on the tumour (paper) or the volume [params: prepare.centre_on].")
+@click.option("--slices", type=click.IntRange(min=1), help="Axial window length [params: prepare.slices, 95].")
+@click.option("--size", type=click.IntRange(min=1), help="In-plane size [params: prepare.size, 128].")
+@click.option("--strict", is_flag=True, help="Exit 1 when any case is excluded (the outputs are still written).")
+@workers_option
+@params_option
+@friendly_errors
+def prepare(raw_dir: Path, out_dir: Path, report: Path | None, strict: bool, workers: int,
+            params_file: Path | None, **overrides: Any) -> None:
+    """Preprocess the raw BraTS release RAW_DIR into the volumes dataset OUT_DIR.
+
+    RAW_DIR is a BraTS 2020 folder (case folders + name_mapping.csv; .nii or .nii.gz) or a
+    2018/2019 folder with HGG/ and LGG/. It is only read. Per patient: image uint8
+    (4, 95, 128, 128) in the order FLAIR, T1, T1ce, T2, each modality scaled to 0-255 between its
+    0.5 and 99.5 brain percentiles; 95 axial slices centred on the tumour; slices resized to 128x128
+    (OpenCV INTER_AREA); mask uint8 (95, 128, 128), 1 for any tumour label (INTER_NEAREST_EXACT).
+
+    Bad cases (missing or ambiguous files, corrupt gzip, shape/affine mismatch, labels outside
+    0/1/2/4, empty mask, missing grade, duplicate or unsafe ids) are excluded with a reason that
+    names the file; the run goes on. Exit status is non-zero only with --strict or when no case
+    was usable. Load the result with brats_llm.preprocess.volumes.load_volumes(OUT_DIR).
+    """
+    from brats_llm.preprocess.volumes import PrepareParams, prepare as run_prepare
+
+    params = resolve(PrepareParams, "prepare", params_file, raw_dir=str(raw_dir), **overrides)
+    result = run_prepare(raw_dir, out_dir, params, report, workers=workers)
+    click.echo(
+        f"{result.layout}: {len(result.included)} included, {len(result.excluded)} excluded -> {out_dir}", err=True
+    )
+    for exclusion in result.excluded:
+        click.echo(f"  excluded {exclusion.id}: {exclusion.path}: {exclusion.reason}", err=True)
+    if strict and result.excluded:
+        raise click.ClickException(f"--strict: {len(result.excluded)} case(s) excluded")
+
+
+@main.command()
+@click.argument("volumes_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("out_file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--summary", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write patient counts per split and grade as JSON (a DVC metrics file).")
+@click.option("--test-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              help="Held-out test share [params: split.test_fraction, 0.15].")
+@click.option("--folds", type=click.IntRange(min=2), help="Cross-validation folds [params: split.folds, 5].")
+@click.option("--seed", type=int, help="Shuffle seed [params: split.seed].")
+@params_option
+@friendly_errors
+def split(volumes_dir: Path, out_file: Path, summary: Path | None, params_file: Path | None, **overrides: Any) -> None:
+    """Split the patients of VOLUMES_DIR into a test set and K validation folds; write OUT_FILE (CSV).
+
+    Patient-level and stratified by grade: no patient is in two cohorts. Columns: patient_id,
+    grade, label (0 LGG, 1 HGG), split (test/trainval) and fold (the validation fold of a trainval
+    patient, -1 for test). For fold k, train = trainval rows with fold != k, validation = fold == k.
+    LGG oversampling is a loader option (brats_llm.split.splits.oversample_indices), not copies.
+    """
+    from brats_llm.split.splits import SplitParams, split_volumes
+
+    params = resolve(SplitParams, "split", params_file, **overrides)
+    assignments = split_volumes(volumes_dir, out_file, params, summary)
+    n_test = sum(a.split == "test" for a in assignments)
+    click.echo(f"{len(assignments)} patients: {n_test} test, {len(assignments) - n_test} in {params.folds} folds", err=True)

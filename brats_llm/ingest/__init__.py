@@ -1,0 +1,1 @@
+"""Ingest: find, validate and load raw BraTS releases (read-only), or synthesise a demo cohort."""

@@ -1,0 +1,251 @@
+"""Synthetic BraTS 2020-layout cohort (the embedded default): brain phantoms with graded gliomas."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+from isal import igzip
+from scipy import ndimage
+from tqdm.auto import tqdm
+
+from brats_llm import atomic
+from brats_llm.parallel import process_context
+from brats_llm.constants import (
+    BRATS_SHAPE,
+    GRADES,
+    LABEL_EDEMA,
+    LABEL_ENHANCING,
+    LABEL_NCR_NET,
+    MASK_SUFFIX,
+    MODALITIES,
+)
+from brats_llm.ingest.layout import MAPPING_FILE, MAPPING_GRADE_COLUMN, MAPPING_ID_COLUMN
+
+#: Columns of the real BraTS 2020 ``name_mapping.csv`` (others than id and grade are left "NA").
+MAPPING_COLUMNS = (
+    MAPPING_GRADE_COLUMN,
+    "BraTS_2017_subject_ID",
+    "BraTS_2018_subject_ID",
+    "TCGA_TCIA_subject_ID",
+    "BraTS_2019_subject_ID",
+    MAPPING_ID_COLUMN,
+)
+CASE_PREFIX = "BraTS20_Training_"
+
+# Relative signal of each tissue per modality (columns follow MODALITIES: flair, t1, t1ce, t2).
+# Chosen to mimic clinical contrasts: CSF dark on FLAIR/T1 and bright on T2; oedema bright on
+# FLAIR/T2; enhancing tumour bright on T1ce only; necrosis dark on T1/T1ce, bright on T2.
+TISSUE_SIGNAL = {
+    "wm": (0.55, 0.90, 0.90, 0.45),
+    "gm": (0.70, 0.65, 0.65, 0.65),
+    "csf": (0.12, 0.22, 0.22, 1.00),
+    "edema": (1.00, 0.50, 0.50, 0.90),
+    "necrosis": (0.55, 0.25, 0.25, 1.10),
+    "enhancing": (0.80, 0.60, 1.55, 0.75),
+    "nonenhancing": (0.95, 0.42, 0.42, 0.95),
+}
+# Tumour compartments as bands of the normalised tumour radius t (t = 1 at the oedema border).
+HGG_BANDS = (("necrosis", LABEL_NCR_NET, 0.35), ("enhancing", LABEL_ENHANCING, 0.55), ("edema", LABEL_EDEMA, 1.0))
+LGG_BANDS = (("nonenhancing", LABEL_NCR_NET, 0.55), ("edema", LABEL_EDEMA, 1.0))
+HGG_RADIUS_MM, LGG_RADIUS_MM = (15.0, 26.0), (8.0, 14.0)
+NOISE_SIGMA = 0.025
+BIAS_AMPLITUDE = 0.12
+
+
+@dataclass(frozen=True)
+class DemoParams:
+    """``demo`` section of params.yaml: size and seed of the synthetic cohort.
+
+    Attributes:
+        patients: number of cases.
+        seed: master seed; case ``n`` uses the stream ``(seed, n)`` so results do not depend on workers.
+        lgg_fraction: share of LGG cases (BraTS 2020: 76/369 = 0.21).
+        shape: volume shape in voxels (i, j, k); the real geometry by default.
+    """
+
+    patients: int = 60
+    seed: int = 2020
+    lgg_fraction: float = 0.2
+    shape: tuple[int, int, int] = BRATS_SHAPE
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "shape", tuple(int(v) for v in self.shape))
+        if self.patients < 1:
+            raise ValueError("patients must be >= 1")
+        if not 0.0 <= self.lgg_fraction <= 1.0:
+            raise ValueError("lgg_fraction must lie in [0, 1]")
+        if len(self.shape) != 3 or min(self.shape) < 32:
+            raise ValueError(f"shape must be 3 sizes >= 32, got {self.shape}")
+
+
+def brats_affine(shape: tuple[int, int, int]) -> np.ndarray:
+    """The affine BraTS ships: 1 mm, LPS voxel axes (RAS diag(-1, -1, 1)), origin at voxel (0, j_max, 0)."""
+    affine = np.diag([-1.0, -1.0, 1.0, 1.0])
+    affine[1, 3] = shape[1] - 1
+    return affine
+
+
+def assign_grades(params: DemoParams) -> list[str]:
+    """Exactly round(patients * lgg_fraction) LGG cases at seeded random positions."""
+    n_lgg = int(round(params.patients * params.lgg_fraction))
+    grades = np.array([GRADES[1]] * params.patients, dtype=object)
+    chosen = np.random.default_rng([params.seed, 0]).choice(params.patients, size=n_lgg, replace=False)
+    grades[chosen] = GRADES[0]
+    return grades.tolist()
+
+
+def _smooth_noise(rng: np.random.Generator, shape: tuple[int, ...], knots: int = 5) -> np.ndarray:
+    """Low-frequency noise in [-1, 1] of ``shape`` (cubic upsampling of a coarse random grid)."""
+    coarse = rng.uniform(-1.0, 1.0, size=(knots,) * len(shape))
+    zoom = [s / knots for s in shape]
+    smooth = ndimage.zoom(coarse, zoom, order=3, mode="grid-constant", grid_mode=True, cval=0.0)
+    return np.clip(smooth, -1.0, 1.0).astype(np.float32)[tuple(slice(0, s) for s in shape)]
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return np.float32(0.5) * (np.float32(1.0) + np.tanh(np.float32(0.5) * x))
+
+
+def _ellipsoid_radius(shape: tuple[int, ...], offset, centre, radii) -> np.ndarray:
+    """Normalised ellipsoid radius (1 on the surface) on a grid whose voxel 0 sits at ``offset``."""
+    axes = [(np.arange(n, dtype=np.float32) + o - c) / r for n, o, c, r in zip(shape, offset, centre, radii)]
+    return np.sqrt(axes[0][:, None, None] ** 2 + axes[1][None, :, None] ** 2 + axes[2][None, None, :] ** 2)
+
+
+def synthesize_case(rng: np.random.Generator, grade: str, shape: tuple[int, int, int]) -> tuple[list[np.ndarray], np.ndarray]:
+    """One phantom: four int16 modality volumes and a uint8 BraTS label volume, voxel order (i, j, k).
+
+    The grade shows the way it does clinically: HGG tumours are larger, with a necrotic core and a
+    ring of enhancement on T1ce; LGG tumours are smaller, non-enhancing and bright on T2/FLAIR.
+    All work happens inside the brain's bounding box; the background stays exactly 0.
+    """
+    size = np.array(shape, dtype=float)
+    scale = size / np.array(BRATS_SHAPE, dtype=float)
+    centre = size * np.array([0.5, 0.5, 0.47]) + rng.uniform(-4, 4, 3) * scale
+    radii = size * np.array([0.29, 0.36, 0.36]) * rng.uniform(0.93, 1.07, 3)
+    lo = np.maximum(np.floor(centre - radii).astype(int) - 1, 0)
+    hi = np.minimum(np.ceil(centre + radii).astype(int) + 2, shape)
+    crop = tuple(slice(a, b) for a, b in zip(lo, hi))
+    crop_shape = tuple(int(b - a) for a, b in zip(lo, hi))
+    r_brain = _ellipsoid_radius(crop_shape, lo, centre, radii)
+    brain = r_brain <= 1.0
+
+    # Tissue fractions with soft borders: GM cortex shell, WM inside, CSF rim and two ventricles.
+    gm_fraction = _sigmoid((r_brain - np.float32(0.80)) / np.float32(0.015))
+    csf_fraction = _sigmoid((r_brain - np.float32(0.965)) / np.float32(0.008))
+    for side in (-1.0, 1.0):
+        v_centre = centre + np.array([side * 0.09, -0.08, 0.12]) * radii
+        v_radii = np.array([0.07, 0.33, 0.20]) * radii
+        r_ventricle = _ellipsoid_radius(crop_shape, lo, v_centre, v_radii)
+        csf_fraction = np.maximum(csf_fraction, _sigmoid((np.float32(1.0) - r_ventricle) / np.float32(0.08)))
+    gm_fraction *= 1 - csf_fraction
+    fractions = {"wm": 1 - gm_fraction - csf_fraction, "gm": gm_fraction, "csf": csf_fraction}
+
+    # Tumour: off-centre, irregular (smoothly perturbed ellipsoid), graded size and compartments.
+    hgg = grade == GRADES[1]
+    r_low, r_high = HGG_RADIUS_MM if hgg else LGG_RADIUS_MM
+    t_radii = rng.uniform(r_low, r_high) * rng.uniform(0.8, 1.2, 3) * scale
+    direction = rng.normal(size=3)
+    direction /= np.linalg.norm(direction)
+    t_centre = centre + direction * rng.uniform(0.25, 0.55) * radii
+    t_lo = np.clip(np.floor(t_centre - 1.5 * t_radii).astype(int), lo, hi)
+    t_hi = np.clip(np.ceil(t_centre + 1.5 * t_radii).astype(int) + 1, lo, hi)
+    box = tuple(slice(a - o, b - o) for a, b, o in zip(t_lo, t_hi, lo))  # inside the crop
+    t = _ellipsoid_radius(tuple(int(v) for v in t_hi - t_lo), t_lo, t_centre, t_radii)
+    t = t / (np.float32(1.0) + np.float32(0.22) * _smooth_noise(rng, t.shape))
+    t = np.where(brain[box], t, np.float32(np.inf))
+
+    labels = np.zeros(crop_shape, dtype=np.uint8)
+    box_labels = labels[box]
+    band_fractions = {}
+    previous = 0.0
+    for name, label, outer in HGG_BANDS if hgg else LGG_BANDS:
+        box_labels[(t >= previous) & (t < outer)] = label
+        # Soft band membership (partial volume at compartment borders).
+        band = _sigmoid((outer - t) / np.float32(0.03))
+        if previous > 0:
+            band = band - _sigmoid((previous - t) / np.float32(0.03))
+        band_fractions[name] = np.clip(band, 0.0, 1.0)
+        previous = outer
+    tumour_fraction = np.clip(sum(band_fractions.values()), 0.0, 1.0)
+
+    images = []
+    brain_count = int(brain.sum())
+    for m in range(len(MODALITIES)):
+        signal = sum(fractions[name] * np.float32(TISSUE_SIGNAL[name][m]) for name in fractions)
+        tumour_signal = sum(band_fractions[name] * np.float32(TISSUE_SIGNAL[name][m]) for name in band_fractions)
+        signal[box] = signal[box] * (1 - tumour_fraction) + tumour_signal
+        # Smooth multiplicative bias field (separable, so cheap) and Gaussian noise in the brain.
+        profiles = [_smooth_noise(rng, (n,), knots=3) for n in crop_shape]
+        bias = 1.0 + (BIAS_AMPLITUDE / 3.0) * (
+            profiles[0][:, None, None] + profiles[1][None, :, None] + profiles[2][None, None, :]
+        )
+        values = signal[brain] * bias[brain] + rng.normal(0.0, NOISE_SIGMA, brain_count).astype(np.float32)
+        volume = np.zeros(shape, dtype=np.int16)
+        inner = np.zeros(crop_shape, dtype=np.int16)
+        inner[brain] = np.clip(np.rint(values * rng.uniform(350.0, 900.0)), 1, np.iinfo(np.int16).max)
+        volume[crop] = inner
+        images.append(volume)
+    full_labels = np.zeros(shape, dtype=np.uint8)
+    full_labels[crop] = labels
+    return images, full_labels
+
+
+def _nifti_gz(array: np.ndarray, affine: np.ndarray) -> bytes:
+    image = nib.Nifti1Image(array, affine)
+    image.header.set_xyzt_units("mm", "sec")
+    image.set_qform(affine, code=1)
+    image.set_sform(affine, code=1)
+    return igzip.compress(image.to_bytes(), compresslevel=1, mtime=0)
+
+
+def _write_case(args: tuple[Path, int, str, DemoParams]) -> str:
+    out_dir, number, grade, params = args
+    case_id = f"{CASE_PREFIX}{number:03d}"
+    rng = np.random.default_rng([params.seed, number])
+    images, labels = synthesize_case(rng, grade, params.shape)
+    folder = out_dir / case_id
+    folder.mkdir(parents=True, exist_ok=True)
+    affine = brats_affine(params.shape)
+    for modality, volume in zip(MODALITIES, images):
+        (folder / f"{case_id}_{modality}.nii.gz").write_bytes(_nifti_gz(volume, affine))
+    (folder / f"{case_id}_{MASK_SUFFIX}.nii.gz").write_bytes(_nifti_gz(labels, affine))
+    return case_id
+
+
+def generate_demo(out_dir: str | os.PathLike, params: DemoParams, *, workers: int = 0,
+                  progress: bool = True) -> list[str]:
+    """Write a synthetic BraTS 2020-layout cohort (case folders + ``name_mapping.csv``) atomically.
+
+    Same params => byte-identical files (gzip without timestamps, per-case seeded streams),
+    whatever the number of ``workers`` (0 = all cores).
+
+    Returns:
+        The case ids written, in order.
+    """
+    grades = assign_grades(params)
+    workers = workers or os.cpu_count() or 1
+    with atomic.atomic_dir(out_dir) as staging:
+        tasks = [(staging, n, grade, params) for n, grade in enumerate(grades, start=1)]
+        if workers > 1 and len(tasks) > 1:
+            with process_context().Pool(workers) as pool:
+                ids = list(tqdm(pool.imap(_write_case, tasks), total=len(tasks), desc="demo", unit="case", disable=not progress))
+        else:
+            ids = [_write_case(task) for task in tqdm(tasks, desc="demo", unit="case", disable=not progress)]
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(MAPPING_COLUMNS)
+        for case_id, grade in zip(ids, grades):
+            writer.writerow([grade, "NA", "NA", "NA", "NA", case_id])
+        (staging / MAPPING_FILE).write_text(buffer.getvalue(), encoding="utf-8")
+        (staging / "SYNTHETIC.txt").write_text(
+            f"Synthetic BraTS-layout cohort made by `brats-llm demo` (seed {params.seed}); not patient data.\n",
+            encoding="utf-8",
+        )
+    return ids

@@ -1,0 +1,1 @@
+"""Preprocess: raw cases to fixed-shape uint8 volumes in a Hugging Face dataset."""

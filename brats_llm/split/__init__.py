@@ -1,0 +1,1 @@
+"""Split: patient-level test hold-out and cross-validation folds."""
