@@ -151,8 +151,9 @@ def synthesize_case(rng: np.random.Generator, grade: str, shape: tuple[int, int,
     hgg = grade == GRADES[1]
     r_low, r_high = HGG_RADIUS_MM if hgg else LGG_RADIUS_MM
     t_radii = rng.uniform(r_low, r_high) * rng.uniform(0.8, 1.2, 3) * scale
-    direction = rng.normal(size=3)
-    direction /= np.linalg.norm(direction)
+    # Mostly in-plane direction, so axial slices show the tumour away from the image centre.
+    azimuth, elevation = rng.uniform(0.0, 2 * np.pi), rng.uniform(-0.5, 0.5)
+    direction = np.array([np.cos(azimuth) * np.cos(elevation), np.sin(azimuth) * np.cos(elevation), np.sin(elevation)])
     t_centre = centre + direction * rng.uniform(0.25, 0.55) * radii
     t_lo = np.clip(np.floor(t_centre - 1.5 * t_radii).astype(int), lo, hi)
     t_hi = np.clip(np.ceil(t_centre + 1.5 * t_radii).astype(int) + 1, lo, hi)

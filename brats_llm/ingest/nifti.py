@@ -9,6 +9,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 from isal import igzip
+from isal.igzip_lib import IsalError
 from nibabel import orientations
 
 from brats_llm.constants import BRATS_LABELS, CANONICAL_AXCODES, MODALITIES
@@ -52,7 +53,7 @@ def read_nifti(path: Path) -> nib.Nifti1Image:
     if data[:2] == b"\x1f\x8b":
         try:
             data = igzip.decompress(data)
-        except (EOFError, OSError, zlib.error, ValueError) as error:
+        except (EOFError, OSError, IsalError, zlib.error, ValueError) as error:
             raise CaseError(path, f"corrupt or truncated gzip stream ({error})") from error
     elif path.name.lower().endswith(".gz"):
         raise CaseError(path, "file ends in .gz but is not gzip-compressed")

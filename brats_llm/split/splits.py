@@ -73,17 +73,19 @@ def make_splits(patients: dict[str, str], params: SplitParams) -> list[Assignmen
         raise ValueError(f"unknown grade(s) {sorted(unknown)}; expected {GRADES}")
     ids = np.array(sorted(patients))
     grades = np.array([patients[p] for p in ids])
-    counts = Counter(grades.tolist())
-    need = params.folds + 1
-    short = {g: n for g, n in counts.items() if n < need}
+    try:
+        trainval, test = train_test_split(
+            ids, test_size=params.test_fraction, stratify=grades, random_state=params.seed, shuffle=True
+        )
+    except ValueError as error:
+        raise ValueError(f"cannot stratify a test split of {params.test_fraction} over {dict(Counter(grades.tolist()))}: {error}") from error
+    remaining = Counter(patients[p] for p in trainval)
+    short = {g: remaining.get(g, 0) for g in GRADES if remaining.get(g, 0) < params.folds}
     if short:
         raise ValueError(
-            f"too few patients to stratify a test split and {params.folds} folds: {short} "
-            f"(each grade needs at least {need})"
+            f"too few patients for {params.folds} stratified folds after the test split: {short} "
+            f"(each grade needs at least {params.folds} outside the test set)"
         )
-    trainval, test = train_test_split(
-        ids, test_size=params.test_fraction, stratify=grades, random_state=params.seed, shuffle=True
-    )
     assignments = [Assignment(p, patients[p], SPLIT_TEST, -1) for p in test]
     trainval = np.sort(trainval)
     trainval_grades = np.array([patients[p] for p in trainval])
