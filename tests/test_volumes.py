@@ -10,7 +10,7 @@ import pytest
 from datasets import load_from_disk
 
 from brats_llm.constants import MODALITIES
-from brats_llm.preprocess import volumes
+from brats_llm.preprocess import case as case_module
 from brats_llm.preprocess.volumes import NoUsableCaseError, PrepareParams, load_volumes, prepare
 from tests.conftest import TINY_SHAPE, nifti_bytes
 
@@ -72,8 +72,8 @@ def test_interrupted_run_leaves_nothing(tiny_demo, tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return original(case, params, root)
 
-    original = volumes.preprocess_case
-    monkeypatch.setattr(volumes, "preprocess_case", explode)
+    original = case_module.preprocess_case
+    monkeypatch.setattr(case_module, "preprocess_case", explode)
     with pytest.raises(KeyboardInterrupt):
         prepare(tiny_demo, tmp_path / "volumes", TINY, tmp_path / "report.json", workers=1, progress=False)
     assert list(tmp_path.iterdir()) == []
@@ -127,3 +127,12 @@ def test_real_sample(sample_dir, tmp_path):
         assert row["mask"].sum() > 1000  # non-empty inside the 95-slice window
         assert row["tumour_fraction_in_window"] > 0.95
         assert all(row["image"][c].max() == 255 for c in range(4))
+
+
+def test_layout_matches_save_to_disk(tiny_volumes, tmp_path):
+    out, _ = tiny_volumes
+    dataset = load_from_disk(str(out))
+    dataset.save_to_disk(str(tmp_path / "copy"))
+    ours, theirs = (json.loads((d / "state.json").read_text()) for d in (out, tmp_path / "copy"))
+    assert set(ours) == set(theirs) and ours["_data_files"] == theirs["_data_files"]
+    assert load_from_disk(str(tmp_path / "copy")).features == dataset.features

@@ -5,51 +5,19 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from datasets import Array3D, Array4D, ClassLabel, Dataset, DatasetInfo, Features, List, Value, load_from_disk
 from datasets.arrow_writer import ArrowWriter
-from datasets.table import MemoryMappedTable
 from tqdm.auto import tqdm
 
 from brats_llm import atomic
+from brats_llm.constants import GRADES, IMAGE_SIZE, MODALITIES, N_SLICES
+from brats_llm.ingest.layout import Exclusion, Note, discover
 from brats_llm.parallel import process_context
-from brats_llm.constants import GRADE_TO_LABEL, GRADES, IMAGE_SIZE, MODALITIES, N_SLICES
-from brats_llm.ingest.layout import CaseFiles, Exclusion, Note, discover
-from brats_llm.ingest.nifti import CaseError, load_case
-from brats_llm.preprocess import transforms
-
-
-@dataclass(frozen=True)
-class PrepareParams:
-    """``prepare`` section of params.yaml.
-
-    Attributes:
-        raw_dir: the raw release (BraTS 2020 folder with ``name_mapping.csv``, or 2018/2019 HGG/LGG).
-        centre_on: centre the axial window on the ``tumour`` (paper) or the ``volume``.
-        slices: axial window length (paper: 95).
-        size: in-plane size after resizing (paper: 128).
-        lower_percentile, upper_percentile: robust intensity range inside the brain, per modality.
-    """
-
-    raw_dir: str = "data/raw/demo"
-    centre_on: str = "tumour"
-    slices: int = N_SLICES
-    size: int = IMAGE_SIZE
-    lower_percentile: float = 0.5
-    upper_percentile: float = 99.5
-
-    def __post_init__(self) -> None:
-        if self.centre_on not in transforms.CENTRE_CHOICES:
-            raise ValueError(f"centre_on must be one of {transforms.CENTRE_CHOICES}, got {self.centre_on!r}")
-        if self.slices < 1 or self.size < 1:
-            raise ValueError("slices and size must be positive")
-        if not 0.0 <= self.lower_percentile < self.upper_percentile <= 100.0:
-            raise ValueError("need 0 <= lower_percentile < upper_percentile <= 100")
+from brats_llm.preprocess.case import PrepareParams, process_task, worker_init
 
 
 @dataclass
@@ -61,6 +29,12 @@ class PrepareResult:
     included: list[str]
     excluded: list[Exclusion]
     notes: list[Note]
+
+
+#: Modules the worker server imports once, so workers start without importing ``datasets``.
+PRELOAD = ("brats_llm.preprocess.case",)
+#: The single data file of the ``save_to_disk`` layout we write.
+DATA_FILE = "data-00000-of-00001.arrow"
 
 
 class NoUsableCaseError(RuntimeError):
@@ -97,64 +71,6 @@ def load_volumes(path: str | os.PathLike) -> Dataset:
     return dataset.with_format("numpy", columns=["image", "mask"], dtype=np.uint8, output_all_columns=True)
 
 
-def preprocess_case(case: CaseFiles, params: PrepareParams, root: Path) -> dict[str, Any]:
-    """Load, validate and preprocess one case into a dataset row.
-
-    Raises:
-        CaseError: naming the file and the reason the case cannot be used.
-    """
-    loaded = load_case(case)
-    try:
-        start, stop = transforms.axial_window(loaded.mask, params.slices, params.centre_on)  # type: ignore[arg-type]
-    except ValueError as error:
-        raise CaseError(case.mask, str(error)) from error
-    brain = transforms.brain_mask(loaded.images)
-    window = np.s_[:, :, start:stop]
-    channels = []
-    for image in loaded.images:
-        low, high = transforms.intensity_range(image, brain, params.lower_percentile, params.upper_percentile)
-        scaled = transforms.scale_to_255(image[window], brain[window], low, high)
-        channels.append(transforms.to_uint8(transforms.resize_slices(transforms.to_slices(scaled), params.size)))
-    tumour = loaded.mask > 0
-    tumour_window = transforms.to_slices(tumour[window].view(np.uint8))
-    mask = transforms.resize_slices(tumour_window, params.size, nearest=True)
-    nx, ny, _ = loaded.mask.shape
-    sx, sy, sz = loaded.spacing_mm
-    return {
-        "patient_id": case.patient_id,
-        "grade": case.grade,
-        "label": GRADE_TO_LABEL[case.grade],
-        "image": np.stack(channels),
-        "mask": mask,
-        "spacing_mm": [sz, sy * ny / params.size, sx * nx / params.size],
-        "crop_start": start,
-        "crop_stop": stop,
-        "original_shape": list(loaded.mask.shape),
-        "tumour_fraction_in_window": float(tumour[window].sum() / tumour.sum()),
-        "layout": case.layout,
-        "source": case.folder.relative_to(root).as_posix(),
-        "_notes": list(loaded.notes),
-    }
-
-
-def _worker_init() -> None:
-    import cv2
-
-    cv2.setNumThreads(1)
-
-
-def _process(args: tuple[CaseFiles, PrepareParams, Path]) -> tuple[str, Any]:
-    case, params, root = args
-    try:
-        return "ok", preprocess_case(case, params, root)
-    except CaseError as error:
-        return "excluded", Exclusion(case.patient_id, error.path, error.reason)
-    except MemoryError:
-        raise
-    except Exception as error:  # a bug or an unforeseen file problem must not stop the batch
-        return "excluded", Exclusion(case.patient_id, str(case.folder), f"unexpected error: {error!r}")
-
-
 def prepare(raw_dir: str | os.PathLike, out_dir: str | os.PathLike, params: PrepareParams,
             report: str | os.PathLike | None = None, *, workers: int = 0,
             progress: bool = True) -> PrepareResult:
@@ -165,7 +81,7 @@ def prepare(raw_dir: str | os.PathLike, out_dir: str | os.PathLike, params: Prep
 
     Args:
         raw_dir: raw release folder (never modified).
-        out_dir: dataset folder to (re)create with ``save_to_disk`` layout.
+        out_dir: dataset folder to (re)create, in the ``save_to_disk`` layout (one Arrow file).
         params: the ``prepare`` params.
         report: optional JSON report path (included ids, exclusions with reasons, notes).
         workers: processes (0 = all cores); the output does not depend on it.
@@ -186,12 +102,11 @@ def prepare(raw_dir: str | os.PathLike, out_dir: str | os.PathLike, params: Prep
     workers = workers or os.cpu_count() or 1
     tasks = [(case, params, inventory.root) for case in inventory.cases]
 
-    with atomic.atomic_dir(out_dir) as staging, tempfile.TemporaryDirectory(dir=out_dir.parent) as scratch:
-        arrow_path = Path(scratch) / "volumes.arrow"
-        with ArrowWriter(features=features, path=str(arrow_path), writer_batch_size=1) as writer:
-            pool = process_context().Pool(workers, initializer=_worker_init) if workers > 1 and len(tasks) > 1 else None
+    with atomic.atomic_dir(out_dir) as staging:
+        with ArrowWriter(features=features, path=str(staging / DATA_FILE), writer_batch_size=1) as writer:
+            pool = process_context(PRELOAD).Pool(workers, initializer=worker_init) if workers > 1 and len(tasks) > 1 else None
             try:
-                results = pool.imap(_process, tasks) if pool else map(_process, tasks)
+                results = pool.imap(process_task, tasks) if pool else map(process_task, tasks)
                 bar = tqdm(results, total=len(tasks), desc="prepare", unit="case", disable=not progress)
                 for status, value in bar:
                     if status == "ok":
@@ -203,20 +118,48 @@ def prepare(raw_dir: str | os.PathLike, out_dir: str | os.PathLike, params: Prep
             finally:
                 if pool:
                     pool.terminate()
-            writer.finalize()
+            _, num_bytes = writer.finalize()
         if included:
-            digest = hashlib.sha256(arrow_path.read_bytes()).hexdigest()[:16]
-            info = DatasetInfo(
-                description=f"BraTS volumes {features['image'].shape} uint8, modalities {list(MODALITIES)}",
-                features=features,
-            )
-            table = MemoryMappedTable.from_file(str(arrow_path))
-            Dataset(table, info=info, fingerprint=digest).save_to_disk(str(staging))
+            write_dataset_metadata(staging, features, num_bytes, len(included))
         if report is not None:
             write_report(report, inventory.layout, params, included, excluded, notes)
         if not included:
             raise NoUsableCaseError(f"{raw_dir}: no usable case ({len(excluded)} excluded; see the report)")
     return PrepareResult(out_dir, inventory.layout, included, excluded, notes)
+
+
+def write_dataset_metadata(folder: Path, features: Features, num_bytes: int, num_rows: int) -> None:
+    """Complete the ``save_to_disk`` layout around the Arrow file the writer streamed into ``folder``.
+
+    ``Dataset.save_to_disk`` would re-read and copy every byte (memory-mapped, so RSS grows with
+    the cohort); the layout is three files, so it is written directly: the data file,
+    ``dataset_info.json`` (via ``DatasetInfo``) and ``state.json``. The fingerprint is the data
+    file's SHA-256, so identical bytes give identical metadata. ``load_from_disk`` checks it.
+
+    Raises:
+        RuntimeError: the folder does not load back with the expected number of rows.
+    """
+    with (folder / DATA_FILE).open("rb") as handle:
+        fingerprint = hashlib.file_digest(handle, "sha256").hexdigest()[:16]
+    info = DatasetInfo(
+        description=f"BraTS volumes {features['image'].shape} uint8, modalities {list(MODALITIES)}",
+        features=features,
+        dataset_size=num_bytes,
+    )
+    info.write_to_directory(str(folder))
+    state = {
+        "_data_files": [{"filename": DATA_FILE}],
+        "_fingerprint": fingerprint,
+        "_format_columns": None,
+        "_format_kwargs": {},
+        "_format_type": None,
+        "_output_all_columns": False,
+        "_split": None,
+    }
+    atomic.write_json(folder / "state.json", state)
+    loaded = len(load_from_disk(str(folder)))
+    if loaded != num_rows:
+        raise RuntimeError(f"{folder}: wrote {num_rows} rows but load_from_disk sees {loaded}")
 
 
 def write_report(path: str | os.PathLike, layout: str, params: PrepareParams, included: list[str],
