@@ -50,6 +50,8 @@ def test_repro_is_incremental(tmp_path):
     repo = tmp_path / "repo"
     repo.mkdir()
     shutil.copy(ROOT / "dvc.yaml", repo)
+    shutil.copy(ROOT / ".dvcignore", repo)
+    shutil.copytree(ROOT / "brats_llm", repo / "brats_llm", ignore=shutil.ignore_patterns("__pycache__"))  # code deps
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["demo"].update(patients=6, lgg_fraction=0.5, shape=[48, 48, 40])
     params["prepare"].update(slices=20, size=24)
