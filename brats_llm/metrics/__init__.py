@@ -1,0 +1,1 @@
+"""Metrics shared by every model (CNN and LLM): classification, segmentation, bootstrap intervals."""
