@@ -65,7 +65,7 @@ def main(verbose: bool) -> None:
     Typical use is `dvc repro`; run a command directly to work outside DVC.
 
     \b
-    Pipeline:  demo -> prepare -> split
+    Pipeline:  demo -> prepare -> split -> train-cnn -> evaluate-cnn
     Example:   brats-llm demo data/raw/demo --patients 8 --seed 1
                brats-llm prepare data/raw/demo data/volumes --report data/prepare_report.json
                brats-llm split data/volumes data/splits.csv
@@ -164,3 +164,91 @@ def split(volumes_dir: Path, out_file: Path, summary: Path | None, params_file: 
     assignments = split_volumes(volumes_dir, out_file, params, summary)
     n_test = sum(a.split == "test" for a in assignments)
     click.echo(f"{len(assignments)} patients: {n_test} test, {len(assignments) - n_test} in {params.folds} folds", err=True)
+
+
+TASK_OPTION = click.option(
+    "--task", type=click.Choice(["cls", "seg"]), required=True,
+    help="cls: LGG/HGG classifier (params section train_cls / evaluate_cls); seg: tumour segmenter (train_seg / evaluate_seg).",
+)
+
+
+def _fold(value: str | None) -> int | str | None:
+    if value is None or value == "all":
+        return value
+    try:
+        return int(value)
+    except ValueError as error:
+        raise click.BadParameter("a fold number or 'all'") from error
+
+
+@main.command("train-cnn")
+@TASK_OPTION
+@click.argument("volumes_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("splits_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--live", "live_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="dvclive folder for per-epoch train/validation curves (DVC plots).")
+@click.option("--fold", help="Validation fold number, or 'all' [params: train_<task>.fold].")
+@click.option("--epochs", type=click.IntRange(min=1), help="[params: train_<task>.epochs]")
+@click.option("--batch-size", type=click.IntRange(min=1), help="[params: train_<task>.batch_size]")
+@click.option("--lr", type=float, help="Learning rate [params: train_<task>.lr].")
+@click.option("--downsample", type=click.IntRange(min=1), help="Input pooling factor; 1 = paper [params: train_<task>.downsample].")
+@click.option("--resume", is_flag=True, help="Continue from OUT_DIR/fold<k>/last.pt (outside DVC, or with persist).")
+@params_option
+@friendly_errors
+def train_cnn_command(task: str, volumes_dir: Path, splits_file: Path, out_dir: Path, live_dir: Path | None,
+                      fold: str | None, resume: bool, params_file: Path | None, **overrides: Any) -> None:
+    """Train the paper's 3D CNN on VOLUMES_DIR with the patient split SPLITS_FILE; write OUT_DIR/fold<k>/.
+
+    \b
+    cls: Conv3d 8 -> pool -> Conv3d 16 -> pool -> FC 128 -> 1 (sigmoid), BCE loss.
+    seg: Conv3d 16 -> pool -> Conv3d 32 -> pool -> Conv3d 64 -> 2 ConvTranspose3d -> Conv3d 1, Dice loss.
+
+    The input shape comes from the dataset (after --downsample). LGG is oversampled in training
+    batches; the best epoch by validation AUC (cls) or Dice (seg) is kept as best.pt, and last.pt
+    is written every checkpoint_every epochs for --resume. Checkpoints record the dataset
+    fingerprint and DVC hash. CUDA is used when present; under torchrun / accelerate launch each
+    process trains one DDP rank. The paper's settings are in brats_llm/presets/paper.yaml (--params).
+    """
+    from brats_llm.train.cnn.trainer import CnnTrainParams, train_cnn
+
+    params = resolve(CnnTrainParams, f"train_{task}", params_file, fold=_fold(fold), **overrides)
+    for summary in train_cnn(task, volumes_dir, splits_file, out_dir, params, live_dir, resume=resume):
+        total = summary["data_s"] + summary["compute_s"]
+        click.echo(
+            f"fold {summary['fold']}: best epoch {summary['best_epoch']}, validation "
+            f"{'AUC' if task == 'cls' else 'Dice'} {summary['best_validation_metric']:.4f}; "
+            f"data loading {100 * summary['data_s'] / max(total, 1e-9):.1f}% of step time", err=True,
+        )
+
+
+@main.command("evaluate-cnn")
+@TASK_OPTION
+@click.argument("volumes_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("splits_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("model_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
+@params_option
+@friendly_errors
+def evaluate_cnn_command(task: str, volumes_dir: Path, splits_file: Path, model_dir: Path, out_dir: Path,
+                         params_file: Path | None) -> None:
+    """Score the best fold in MODEL_DIR on its train / validation / test patients; write OUT_DIR.
+
+    \b
+    cls: accuracy, balanced accuracy, F1, precision, recall, specificity, AUC, MCC, confusion
+         counts, each with a 95% bootstrap interval (patients resampled), beside the
+         majority-class baseline; ROC and confusion plots.
+    seg: Dice, HD95 in mm (the dataset's voxel spacing), voxel precision / recall / specificity,
+         per patient then averaged, with intervals; threshold tuned on validation; all-background
+         and all-foreground baselines; per-patient Dice plot and overlays (truth blue, prediction red).
+    Empty masks follow BraTS: both empty = Dice 1, HD95 0; one empty = Dice 0, HD95 373.13 mm.
+    OUT_DIR/metrics.json is what `dvc metrics show` / `dvc metrics diff` print.
+    """
+    from brats_llm.evaluate.cnn import ClsEvalParams, SegEvalParams, evaluate_cnn
+
+    cls = ClsEvalParams if task == "cls" else SegEvalParams
+    params = resolve(cls, f"evaluate_{task}", params_file)
+    results = evaluate_cnn(task, volumes_dir, splits_file, model_dir, out_dir, params)
+    key = "auc" if task == "cls" else "dice"
+    shown = ", ".join(f"{split} {key} {results[split][key]:.4f}" for split in ("train", "validation", "test") if split in results)
+    click.echo(f"{task}: {shown} -> {out_dir}/metrics.json", err=True)

@@ -13,6 +13,8 @@ from brats_llm.cli import main
     (["demo"], "synthetic BraTS 2020-layout cohort"),
     (["prepare"], "name_mapping.csv"),
     (["split"], "stratified by grade"),
+    (["train-cnn"], "ConvTranspose3d"),
+    (["evaluate-cnn"], "373.13 mm"),
 ])
 def test_help(command, phrase):
     result = CliRunner().invoke(main, [*command, "--help"])

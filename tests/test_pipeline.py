@@ -10,24 +10,43 @@ from pathlib import Path
 import pytest
 import yaml
 
+from brats_llm.evaluate.cnn import ClsEvalParams, SegEvalParams
 from brats_llm.ingest.demo import DemoParams
 from brats_llm.preprocess.volumes import PrepareParams
 from brats_llm.split.splits import SplitParams
+from brats_llm.train.cnn.trainer import CnnTrainParams
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGES = {"demo": DemoParams, "prepare": PrepareParams, "split": SplitParams}
+# stage -> (params dataclass, command)
+STAGES = {
+    "demo": (DemoParams, "demo"),
+    "prepare": (PrepareParams, "prepare"),
+    "split": (SplitParams, "split"),
+    "train_cls": (CnnTrainParams, "train-cnn --task cls"),
+    "train_seg": (CnnTrainParams, "train-cnn --task seg"),
+    "evaluate_cls": (ClsEvalParams, "evaluate-cnn --task cls"),
+    "evaluate_seg": (SegEvalParams, "evaluate-cnn --task seg"),
+}
 
 
 def test_each_stage_lists_exactly_its_section():
     pipeline = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    for stage, cls in STAGES.items():
+    assert set(pipeline) == set(STAGES)
+    for stage, (cls, command) in STAGES.items():
         fields = {f.name for f in dataclasses.fields(cls)}
         listed = set(pipeline[stage]["params"])
         assert listed == {f"{stage}.{name}" for name in fields}, stage
         assert set(params[stage]) == fields, stage
-        assert pipeline[stage]["cmd"].startswith(f"brats-llm {stage} ")
+        assert pipeline[stage]["cmd"].startswith(f"brats-llm {command} ")
         cls(**params[stage])  # the shipped values are valid
+
+
+def test_paper_preset_holds_the_paper_values():
+    preset = yaml.safe_load((ROOT / "brats_llm" / "presets" / "paper.yaml").read_text())
+    cls, seg = CnnTrainParams(**preset["train_cls"]), CnnTrainParams(**preset["train_seg"])
+    assert (cls.lr, cls.epochs, cls.batch_size, cls.downsample) == (4e-7, 200, 16, 1)
+    assert (seg.lr, seg.epochs, seg.batch_size, seg.downsample) == (5e-5, 100, 16, 1)
 
 
 def test_dvc_config_is_offline_with_a_local_remote():
@@ -51,24 +70,41 @@ def test_repro_is_incremental(tmp_path):
     repo.mkdir()
     shutil.copy(ROOT / "dvc.yaml", repo)
     shutil.copy(ROOT / ".dvcignore", repo)
+    (repo / ".gitignore").write_text("/data/raw/\n")
     shutil.copytree(ROOT / "brats_llm", repo / "brats_llm", ignore=shutil.ignore_patterns("__pycache__"))  # code deps
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["demo"].update(patients=6, lgg_fraction=0.5, shape=[48, 48, 40])
     params["prepare"].update(slices=20, size=24)
     params["split"].update(test_fraction=0.3, folds=2)
+    for task in ("cls", "seg"):
+        params[f"train_{task}"].update(epochs=2, downsample=2)
+        params[f"evaluate_{task}"].update(bootstrap=20)
     (repo / "params.yaml").write_text(yaml.safe_dump(params))
     subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
     shutil.copytree(ROOT / ".dvc", repo / ".dvc", ignore=shutil.ignore_patterns("tmp", "cache"))
     dvc(repo, "config", "core.remote", "--unset")
 
+    def git(*args):
+        subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True)
+
+    git("add", "-A")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "pipeline, no results yet")
     first = dvc(repo, "repro")
     assert all(f"Running stage '{s}'" in first for s in STAGES)
     assert (repo / "data" / "volumes" / "dataset_info.json").is_file()
     assert "Data and pipelines are up to date" in dvc(repo, "repro")
+    # The old commit has no metrics file: the diff still lists the new values.
+    diff = dvc(repo, "metrics", "diff", "HEAD", "--md")
+    assert "models/evaluate_cls/metrics.json" in diff and "test.auc" in diff
+    assert "test.hd95_mm" in diff
 
-    params["split"]["seed"] = 99
+    git("add", "-A")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "results")
+    params["train_cls"]["lr"] = 0.01
     (repo / "params.yaml").write_text(yaml.safe_dump(params))
     third = dvc(repo, "repro")
-    assert "Running stage 'split'" in third
-    assert "Running stage 'prepare'" not in third and "Running stage 'demo'" not in third
-    assert "split_summary.json" in dvc(repo, "metrics", "show")
+    assert "Running stage 'train_cls'" in third and "Running stage 'evaluate_cls'" in third
+    assert not any(f"Running stage '{s}'" in third for s in ("demo", "prepare", "split", "train_seg", "evaluate_seg"))
+    assert "train_cls.lr" in dvc(repo, "params", "diff")
+    plots = dvc(repo, "plots", "diff", "HEAD", "--json")
+    assert "models/evaluate_cls/plots/images/roc.png" in plots

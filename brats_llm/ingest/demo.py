@@ -53,7 +53,7 @@ TISSUE_SIGNAL = {
 # Tumour compartments as bands of the normalised tumour radius t (t = 1 at the oedema border).
 HGG_BANDS = (("necrosis", LABEL_NCR_NET, 0.35), ("enhancing", LABEL_ENHANCING, 0.55), ("edema", LABEL_EDEMA, 1.0))
 LGG_BANDS = (("nonenhancing", LABEL_NCR_NET, 0.55), ("edema", LABEL_EDEMA, 1.0))
-HGG_RADIUS_MM, LGG_RADIUS_MM = (15.0, 26.0), (8.0, 14.0)
+HGG_RADIUS_MM, LGG_RADIUS_MM = (18.0, 28.0), (7.0, 12.0)
 NOISE_SIGMA = 0.025
 BIAS_AMPLITUDE = 0.12
 
@@ -150,7 +150,7 @@ def synthesize_case(rng: np.random.Generator, grade: str, shape: tuple[int, int,
     # Tumour: off-centre, irregular (smoothly perturbed ellipsoid), graded size and compartments.
     hgg = grade == GRADES[1]
     r_low, r_high = HGG_RADIUS_MM if hgg else LGG_RADIUS_MM
-    t_radii = rng.uniform(r_low, r_high) * rng.uniform(0.8, 1.2, 3) * scale
+    t_radii = rng.uniform(r_low, r_high) * rng.uniform(0.85, 1.15, 3) * scale
     # Mostly in-plane direction, so axial slices show the tumour away from the image centre.
     azimuth, elevation = rng.uniform(0.0, 2 * np.pi), rng.uniform(-0.5, 0.5)
     direction = np.array([np.cos(azimuth) * np.cos(elevation), np.sin(azimuth) * np.cos(elevation), np.sin(elevation)])

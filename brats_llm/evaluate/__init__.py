@@ -1,0 +1,1 @@
+"""Evaluate: score trained models per split with the shared metrics, write DVC metrics and plots."""

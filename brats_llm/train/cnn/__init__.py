@@ -1,0 +1,1 @@
+"""The paper's 3D CNN classifier and segmenter: models, data, training stage."""

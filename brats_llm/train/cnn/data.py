@@ -1,0 +1,104 @@
+"""Volumes for CNN training: the rows of a split, held in memory as uint8, optionally downsampled."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+from tqdm.auto import tqdm
+
+from brats_llm.preprocess.volumes import load_volumes
+from brats_llm.split.splits import fold_members, read_splits
+
+
+@dataclass
+class VolumeTensors:
+    """Stacked uint8 images (N, C, D, H, W), masks (N, D, H, W), labels, ids and voxel spacing."""
+
+    patient_ids: list[str]
+    images: torch.Tensor
+    masks: torch.Tensor
+    labels: torch.Tensor
+    spacing_mm: np.ndarray  # (N, 3) of the stored (full-resolution) grid
+
+    def __len__(self) -> int:
+        return len(self.patient_ids)
+
+    @property
+    def in_shape(self) -> tuple[int, int, int, int]:
+        return tuple(self.images.shape[1:])  # type: ignore[return-value]
+
+    def batch(self, index: np.ndarray | list[int], device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Float images in [0, 1], masks and labels of rows ``index`` on ``device``."""
+        index = torch.as_tensor(np.asarray(index), dtype=torch.long)
+        images = self.images[index].to(device, non_blocking=True).float().div_(255.0)
+        return images, self.masks[index].to(device), self.labels[index].to(device).float()
+
+
+def downsample(image: np.ndarray, mask: np.ndarray, factor: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Average-pool a (C, D, H, W) uint8 image and its mask by ``factor`` (mask: share >= 0.5)."""
+    image_t = torch.from_numpy(np.ascontiguousarray(image))
+    mask_t = torch.from_numpy(np.ascontiguousarray(mask))
+    if factor == 1:
+        return image_t, mask_t
+    pooled = F.avg_pool3d(image_t[None].float(), factor)[0]
+    pooled_mask = F.avg_pool3d(mask_t[None, None].float(), factor)[0, 0] >= 0.5
+    return pooled.round().to(torch.uint8), pooled_mask.to(torch.uint8)
+
+
+def load_split(volumes_dir: str | os.PathLike, patient_ids: list[str], factor: int = 1,
+               progress: bool = True) -> VolumeTensors:
+    """Load the rows of ``patient_ids`` (in that order) into memory.
+
+    Raises:
+        KeyError: a patient of the split is missing from the volumes dataset.
+    """
+    dataset = load_volumes(volumes_dir)
+    rows = {pid: i for i, pid in enumerate(dataset["patient_id"])}
+    missing = [pid for pid in patient_ids if pid not in rows]
+    if missing:
+        raise KeyError(f"{volumes_dir}: patients of the split file not in the dataset: {missing[:5]}")
+    images, masks, labels, spacing = [], [], [], []
+    for pid in tqdm(patient_ids, desc="load volumes", unit="patient", disable=not progress, leave=False):
+        row = dataset[rows[pid]]
+        image, mask = downsample(row["image"], row["mask"], factor)
+        images.append(image)
+        masks.append(mask)
+        labels.append(int(row["label"]))
+        spacing.append(row["spacing_mm"])
+    return VolumeTensors(
+        patient_ids=list(patient_ids),
+        images=torch.stack(images) if images else torch.empty(0, dtype=torch.uint8),
+        masks=torch.stack(masks) if masks else torch.empty(0, dtype=torch.uint8),
+        labels=torch.tensor(labels, dtype=torch.long),
+        spacing_mm=np.asarray(spacing, dtype=float).reshape(-1, 3),
+    )
+
+
+def fold_patients(splits_file: str | os.PathLike, fold: int) -> dict[str, list[str]]:
+    """``train`` / ``validation`` / ``test`` patient ids of ``fold`` from the split file."""
+    return fold_members(read_splits(splits_file), fold)
+
+
+def dataset_version(volumes_dir: str | os.PathLike, lock_file: str | os.PathLike = "dvc.lock") -> dict[str, str]:
+    """Identify the dataset a model sees: its ``datasets`` fingerprint and, under DVC, its md5 in dvc.lock."""
+    volumes_dir = Path(volumes_dir)
+    version = {"path": volumes_dir.as_posix()}
+    state = volumes_dir / "state.json"
+    if state.is_file():
+        version["fingerprint"] = json.loads(state.read_text())["_fingerprint"]
+    lock = Path(lock_file)
+    if lock.is_file():
+        import yaml
+
+        stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {})
+        for stage in stages.values():
+            for out in stage.get("outs", []):
+                if Path(out.get("path", "")) == volumes_dir and "md5" in out:
+                    version["dvc_md5"] = out["md5"]
+    return version

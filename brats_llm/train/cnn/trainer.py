@@ -1,0 +1,271 @@
+"""The ``train-cnn`` stage: train the paper's classifier or segmenter on one or all folds."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from brats_llm import atomic
+from brats_llm.metrics.classification import roc_auc
+from brats_llm.metrics.segmentation import dice
+from brats_llm.split.splits import oversample_indices, read_splits
+from brats_llm.train.cnn.data import VolumeTensors, dataset_version, fold_patients, load_split
+from brats_llm.train.cnn.models import build_model, soft_dice_loss
+
+log = logging.getLogger(__name__)
+TASKS = ("cls", "seg")
+CHECKPOINT_BEST, CHECKPOINT_LAST = "best.pt", "last.pt"
+
+
+@dataclass(frozen=True)
+class CnnTrainParams:
+    """``train_cls`` / ``train_seg`` section of params.yaml (the demo preset; brats_llm/presets/paper.yaml has the paper's).
+
+    Attributes:
+        fold: validation fold to train against, or ``"all"`` for every fold of the split file.
+        epochs: training epochs.
+        batch_size: samples per optimiser step.
+        lr: learning rate.
+        optimizer: ``adamw`` or ``adam``.
+        weight_decay: decoupled weight decay (AdamW) or L2 (Adam).
+        downsample: average-pool the (4, 95, 128, 128) input by this factor first (1 = paper).
+        oversample_lgg: balance the training batches by drawing LGG patients again.
+        augment: random flips and in-plane shifts of training samples.
+        checkpoint_every: write ``last.pt`` every N epochs (and at the end) for ``--resume``.
+        seed: seed of initialisation and batch order.
+    """
+
+    fold: int | str = 0
+    epochs: int = 30
+    batch_size: int = 8
+    lr: float = 1e-3
+    optimizer: str = "adamw"
+    weight_decay: float = 1e-4
+    downsample: int = 4
+    oversample_lgg: bool = True
+    augment: bool = True
+    checkpoint_every: int = 10
+    seed: int = 2020
+
+    def __post_init__(self) -> None:
+        if not (self.fold == "all" or (isinstance(self.fold, int) and self.fold >= 0)):
+            raise ValueError(f"fold must be a fold number or 'all', got {self.fold!r}")
+        if self.optimizer not in ("adamw", "adam"):
+            raise ValueError(f"optimizer must be 'adamw' or 'adam', got {self.optimizer!r}")
+        if min(self.epochs, self.batch_size, self.downsample, self.checkpoint_every) < 1 or self.lr <= 0:
+            raise ValueError("epochs, batch_size, downsample, checkpoint_every and lr must be positive")
+
+
+class Distributed:
+    """Single process, or one rank of ``torchrun`` / ``accelerate launch`` (DDP over gloo or nccl)."""
+
+    def __init__(self) -> None:
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        if torch.cuda.is_available():
+            self.device = torch.device("cuda", local_rank)
+            torch.cuda.set_device(self.device)
+        else:
+            self.device = torch.device("cpu")
+        if self.world > 1 and not torch.distributed.is_initialized():
+            torch.distributed.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def wrap(self, model: nn.Module) -> nn.Module:
+        if self.world == 1:
+            return model
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return nn.parallel.DistributedDataParallel(model, device_ids=ids)
+
+    def shard(self, order: np.ndarray) -> np.ndarray:
+        """This rank's share of an epoch's sample order (padded so every rank takes equal steps)."""
+        if self.world == 1:
+            return order
+        padded = np.resize(order, int(np.ceil(len(order) / self.world)) * self.world)
+        return padded[self.rank :: self.world]
+
+    def mean(self, value: float) -> float:
+        if self.world == 1:
+            return value
+        tensor = torch.tensor([value], dtype=torch.float64, device=self.device)
+        torch.distributed.all_reduce(tensor)
+        return float(tensor.item() / self.world)
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            torch.distributed.barrier()
+
+
+def augment_batch(images: torch.Tensor, masks: torch.Tensor, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per sample: flip left-right and/or anterior-posterior (p = 1/2 each) and shift in-plane by up
+    to 1/8 of the size (the brain sits in a zero background, so the wrap-around is background)."""
+    images, masks = images.clone(), masks.clone()
+    rows, cols = images.shape[-2:]
+    for i in range(images.shape[0]):
+        dims = [d for d in (-1, -2) if rng.random() < 0.5]
+        shift = (int(rng.integers(-rows // 8, rows // 8 + 1)), int(rng.integers(-cols // 8, cols // 8 + 1)))
+        image, mask = images[i], masks[i]
+        if dims:
+            image, mask = image.flip(dims), mask.flip(dims)
+        images[i] = image.roll(shift, dims=(-2, -1))
+        masks[i] = mask.roll(shift, dims=(-2, -1))
+    return images, masks
+
+
+def _loss(task: str, logits: torch.Tensor, masks: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    if task == "cls":
+        return nn.functional.binary_cross_entropy_with_logits(logits, labels)
+    return soft_dice_loss(logits, masks)
+
+
+@torch.no_grad()
+def predict(model: nn.Module, data: VolumeTensors, device: torch.device, batch_size: int) -> np.ndarray:
+    """Sigmoid outputs for every row: P(HGG) per patient (cls) or voxel probabilities (seg)."""
+    model.eval()
+    outputs = []
+    for start in range(0, len(data), batch_size):
+        images, _, _ = data.batch(np.arange(start, min(start + batch_size, len(data))), device)
+        outputs.append(torch.sigmoid(model(images)).float().cpu())
+    return torch.cat(outputs).numpy() if outputs else np.empty(0)
+
+
+def validation_score(task: str, model: nn.Module, data: VolumeTensors, device: torch.device,
+                     batch_size: int) -> tuple[float, float]:
+    """(loss, selection metric) on validation: AUC for cls (insensitive to class balance), Dice for seg."""
+    prob = predict(model, data, device, batch_size)
+    if task == "cls":
+        p = np.clip(prob, 1e-7, 1 - 1e-7)
+        y = data.labels.numpy()
+        loss = float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
+        auc = roc_auc(y, prob)
+        return loss, (auc if np.isfinite(auc) else float(np.mean((prob >= 0.5) == y)))
+    masks = data.masks.numpy().astype(bool)
+    dices = [dice(p >= 0.5, m) for p, m in zip(prob, masks)]
+    soft = [1 - (2 * (p * m).sum() + 1) / (p.sum() + m.sum() + 1) for p, m in zip(prob, masks)]
+    return float(np.mean(soft)), float(np.mean(dices))
+
+
+def _save(path: Path, payload: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
+def train_fold(task: str, volumes_dir: Path, splits_file: Path, fold: int, out_dir: Path, params: CnnTrainParams,
+               live_dir: Path | None, *, resume: bool = False, progress: bool = True) -> dict[str, Any]:
+    """Train one fold; write ``best.pt`` (best validation metric) and ``last.pt`` under ``out_dir``."""
+    dist = Distributed()
+    torch.manual_seed(params.seed + fold)
+    members = fold_patients(splits_file, fold)
+    train = load_split(volumes_dir, members["train"], params.downsample, progress)
+    val = load_split(volumes_dir, members["validation"], params.downsample, progress)
+    model = build_model(task, train.in_shape).to(dist.device)
+    net = dist.wrap(model)
+    optimizer_cls = torch.optim.AdamW if params.optimizer == "adamw" else torch.optim.Adam
+    optimizer = optimizer_cls(model.parameters(), lr=params.lr, weight_decay=params.weight_decay)
+    meta = {
+        "task": task, "fold": fold, "in_shape": list(train.in_shape), "params": dataclasses.asdict(params),
+        "dataset": dataset_version(volumes_dir), "train_patients": members["train"],
+        "validation_patients": members["validation"],
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    start_epoch, best = 0, {"metric": -np.inf, "loss": np.inf, "epoch": -1}
+    if resume and (out_dir / CHECKPOINT_LAST).is_file():
+        state = torch.load(out_dir / CHECKPOINT_LAST, map_location=dist.device, weights_only=True)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        start_epoch, best = state["epoch"], state["best"]
+        torch.set_rng_state(state["rng"])
+        log.info("resumed fold %d from epoch %d", fold, start_epoch)
+
+    live = None
+    if dist.main and live_dir is not None:
+        from dvclive import Live
+
+        live = Live(str(live_dir / f"fold{fold}"), resume=resume and start_epoch > 0, save_dvc_exp=False, dvcyaml=None)
+    labels = train.labels.numpy()
+    timings = {"data_s": 0.0, "compute_s": 0.0}
+    bar = tqdm(range(start_epoch, params.epochs), desc=f"train {task} fold {fold}", unit="epoch",
+               disable=not (progress and dist.main), initial=start_epoch, total=params.epochs)
+    for epoch in bar:
+        net.train()
+        rng = np.random.default_rng([params.seed, fold, epoch])
+        order = oversample_indices(labels, int(rng.integers(2**31))) if params.oversample_lgg else rng.permutation(len(train))
+        order = dist.shard(order)
+        losses = []
+        for start in range(0, len(order), params.batch_size):
+            t0 = time.perf_counter()
+            images, masks, batch_labels = train.batch(order[start : start + params.batch_size], dist.device)
+            if params.augment:
+                images, masks = augment_batch(images, masks, rng)
+            t1 = time.perf_counter()
+            optimizer.zero_grad(set_to_none=True)
+            loss = _loss(task, net(images), masks, batch_labels)
+            loss.backward()
+            optimizer.step()
+            losses.append(float(loss.item()))
+            timings["data_s"] += t1 - t0
+            timings["compute_s"] += time.perf_counter() - t1
+        train_loss = dist.mean(float(np.mean(losses)))
+        val_loss, val_metric = validation_score(task, model, val, dist.device, params.batch_size)
+        # Best = highest validation metric; ties (common for AUC on few patients) go to lower loss.
+        improved = val_metric > best["metric"] or (val_metric == best["metric"] and val_loss < best["loss"])
+        if improved:
+            best = {"metric": float(val_metric), "loss": float(val_loss), "epoch": epoch + 1}
+        if dist.main:
+            bar.set_postfix(train_loss=f"{train_loss:.4f}", val_loss=f"{val_loss:.4f}", val_metric=f"{val_metric:.3f}")
+            if live is not None:
+                live.log_metric("train/loss", train_loss)
+                live.log_metric("validation/loss", val_loss)
+                live.log_metric(f"validation/{'auc' if task == 'cls' else 'dice'}", val_metric)
+                live.next_step()
+            if improved:
+                _save(out_dir / CHECKPOINT_BEST, {"model": model.state_dict(), "epoch": epoch + 1, "meta": meta,
+                                                  "best": best})
+            if (epoch + 1) % params.checkpoint_every == 0 or epoch + 1 == params.epochs:
+                _save(out_dir / CHECKPOINT_LAST, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                                  "epoch": epoch + 1, "best": best, "rng": torch.get_rng_state(),
+                                                  "meta": meta})
+        dist.barrier()
+    if live is not None:
+        live.end()
+    summary = {"fold": fold, "best_epoch": best["epoch"], "best_validation_metric": best["metric"], **timings}
+    if dist.main:
+        atomic.write_json(out_dir / "train_summary.json", {**summary, "meta": meta})
+    return summary
+
+
+def train_cnn(task: str, volumes_dir: str | os.PathLike, splits_file: str | os.PathLike, out_dir: str | os.PathLike,
+              params: CnnTrainParams, live_dir: str | os.PathLike | None = None, *, resume: bool = False,
+              progress: bool = True) -> list[dict[str, Any]]:
+    """Train ``task`` (``cls`` or ``seg``) on the chosen fold(s); one sub-folder ``fold<k>`` per fold.
+
+    Returns:
+        Per fold: best epoch, best validation metric and the seconds spent on data vs compute.
+    """
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+    out_dir, volumes_dir, splits_file = Path(out_dir), Path(volumes_dir), Path(splits_file)
+    folds = sorted({a.fold for a in read_splits(splits_file) if a.fold >= 0})
+    chosen = folds if params.fold == "all" else [params.fold]
+    unknown = set(chosen) - set(folds)
+    if unknown:
+        raise ValueError(f"{splits_file}: fold(s) {sorted(unknown)} not in the split (folds {folds})")
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    live = Path(live_dir) if live_dir is not None else None
+    return [train_fold(task, volumes_dir, splits_file, fold, out_dir / f"fold{fold}", params, live,
+                       resume=resume, progress=progress) for fold in chosen]

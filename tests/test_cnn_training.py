@@ -1,0 +1,99 @@
+"""Training and evaluation stages on a tiny prepared cohort: checkpoints, resume, metrics files."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from brats_llm.evaluate.cnn import ClsEvalParams, SegEvalParams, evaluate_cnn
+from brats_llm.preprocess.volumes import PrepareParams, prepare
+from brats_llm.split.splits import SplitParams, split_volumes
+from brats_llm.train.cnn.data import dataset_version, downsample, load_split
+from brats_llm.train.cnn.trainer import CnnTrainParams, augment_batch, train_cnn
+
+TINY_TRAIN = CnnTrainParams(epochs=3, batch_size=2, downsample=2, checkpoint_every=2)
+
+
+@pytest.fixture(scope="module")
+def prepared(tiny_demo, tmp_path_factory):
+    root = tmp_path_factory.mktemp("cnn")
+    prepare(tiny_demo, root / "volumes", PrepareParams(slices=20, size=24), workers=1, progress=False)
+    split_volumes(root / "volumes", root / "splits.csv", SplitParams(test_fraction=0.3, folds=2))
+    return root
+
+
+def test_downsample_pools_image_and_mask():
+    image = np.zeros((4, 4, 4, 4), np.uint8)
+    image[:, :2] = 200
+    mask = np.zeros((4, 4, 4), np.uint8)
+    mask[:2, :2, :2] = 1
+    pooled, pooled_mask = downsample(image, mask, 2)
+    assert pooled.shape == (4, 2, 2, 2) and pooled.dtype == torch.uint8 and pooled[0, 0, 0, 0] == 200
+    assert pooled_mask.tolist() == [[[1, 0], [0, 0]], [[0, 0], [0, 0]]]
+
+
+def test_augmentation_moves_image_and_mask_together():
+    images = torch.rand(3, 4, 5, 8, 8)
+    masks = (images[:, 0] > 0.5).to(torch.uint8)
+    out_images, out_masks = augment_batch(images, masks, np.random.default_rng(0))
+    assert torch.equal((out_images[:, 0] > 0.5).to(torch.uint8), out_masks)
+    assert not torch.equal(out_images, images)
+
+
+@pytest.mark.parametrize("task", ["cls", "seg"])
+def test_train_resume_and_evaluate(prepared, tmp_path, task):
+    models = tmp_path / "models"
+    summary = train_cnn(task, prepared / "volumes", prepared / "splits.csv", models, TINY_TRAIN, tmp_path / "live", progress=False)
+    fold_dir = models / "fold0"
+    assert {"best.pt", "last.pt", "train_summary.json"} <= {p.name for p in fold_dir.iterdir()}
+    state = torch.load(fold_dir / "last.pt", weights_only=True)
+    assert state["epoch"] == 3 and state["meta"]["in_shape"] == [4, 10, 12, 12]
+    assert state["meta"]["dataset"]["fingerprint"] == json.loads((prepared / "volumes" / "state.json").read_text())["_fingerprint"]
+    assert 1 <= summary[0]["best_epoch"] <= 3
+    curve = (tmp_path / "live" / "fold0" / "plots" / "metrics" / "train" / "loss.tsv").read_text().splitlines()
+    assert len(curve) == 1 + 3
+
+    longer = CnnTrainParams(**{**TINY_TRAIN.__dict__, "epochs": 4})
+    train_cnn(task, prepared / "volumes", prepared / "splits.csv", models, longer, tmp_path / "live", resume=True, progress=False)
+    assert torch.load(fold_dir / "last.pt", weights_only=True)["epoch"] == 4
+    assert len((tmp_path / "live" / "fold0" / "plots" / "metrics" / "train" / "loss.tsv").read_text().splitlines()) == 1 + 4
+
+    out = tmp_path / "eval"
+    params = ClsEvalParams(bootstrap=50) if task == "cls" else SegEvalParams(bootstrap=50, overlays=1)
+    results = evaluate_cnn(task, prepared / "volumes", prepared / "splits.csv", models, out, params)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics) >= {"train", "validation", "test", "selected_fold"}
+    for key, value in results["test"].items():
+        assert metrics["test"][key] == pytest.approx(value, nan_ok=True)
+    if task == "cls":
+        assert {"accuracy", "auc", "mcc", "specificity", "accuracy_ci_low", "baseline_majority"} <= set(metrics["test"])
+        rows = (out / "predictions" / "test.csv").read_text().splitlines()
+        assert rows[0] == "patient_id,label,prob_hgg,pred" and len(rows) == 1 + int(metrics["test"]["n"])
+        assert (out / "plots" / "images" / "roc.png").is_file()  # the training patients hold both grades
+        assert (out / "plots" / "sklearn" / "train" / "roc.json").is_file()
+        assert (out / "plots" / "images" / "train_confusion.png").is_file()
+    else:
+        assert {"dice", "hd95_mm", "precision", "recall", "specificity", "baseline_all_foreground"} <= set(metrics["test"])
+        assert metrics["threshold"] in params.thresholds
+        assert len(list((out / "plots" / "images" / "overlays").glob("*.png"))) == 1
+    provenance = json.loads((out / "provenance.json").read_text())
+    assert provenance["dataset_at_training"]["fingerprint"] == provenance["dataset_at_evaluation"]["fingerprint"]
+
+
+def test_unknown_fold_and_wrong_task(prepared, tmp_path):
+    with pytest.raises(ValueError, match="fold"):
+        train_cnn("cls", prepared / "volumes", prepared / "splits.csv", tmp_path, CnnTrainParams(fold=7, epochs=1))
+    with pytest.raises(ValueError, match="fold must be"):
+        CnnTrainParams(fold="some")
+    with pytest.raises(FileNotFoundError, match="run train-cnn first"):
+        evaluate_cnn("cls", prepared / "volumes", prepared / "splits.csv", tmp_path, tmp_path / "e", ClsEvalParams())
+
+
+def test_dataset_version_reads_dvc_lock(prepared, tmp_path):
+    lock = tmp_path / "dvc.lock"
+    volumes = prepared / "volumes"
+    lock.write_text(f"schema: '2.0'\nstages:\n  prepare:\n    outs:\n    - path: {volumes}\n      md5: abc.dir\n")
+    version = dataset_version(volumes, lock)
+    assert version["dvc_md5"] == "abc.dir" and len(version["fingerprint"]) == 16
+    assert len(load_split(volumes, [], 1, progress=False)) == 0
