@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,11 +34,19 @@ class VolumeTensors:
     def in_shape(self) -> tuple[int, int, int, int]:
         return tuple(self.images.shape[1:])  # type: ignore[return-value]
 
-    def batch(self, index: np.ndarray | list[int], device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Float images in [0, 1], masks and labels of rows ``index`` on ``device``."""
+    def batch(self, index: np.ndarray | list[int], device: torch.device,
+              transform: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Float images in [0, 1], masks and labels of rows ``index`` on ``device``.
+
+        ``transform`` (e.g. augmentation) sees the uint8 images and masks, before the float copy.
+        """
         index = torch.as_tensor(np.asarray(index), dtype=torch.long)
-        images = self.images[index].to(device, non_blocking=True).float().div_(255.0)
-        return images, self.masks[index].to(device), self.labels[index].to(device).float()
+        images, masks = self.images[index], self.masks[index]
+        if transform is not None:
+            images, masks = transform(images, masks)
+        images = images.to(device, non_blocking=True).float().div_(255.0)
+        return images, masks.to(device), self.labels[index].to(device).float()
 
 
 def downsample(image: np.ndarray, mask: np.ndarray, factor: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -113,7 +113,7 @@ class Distributed:
 def augment_batch(images: torch.Tensor, masks: torch.Tensor, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """Per sample: flip left-right and/or anterior-posterior (p = 1/2 each) and shift in-plane by up
     to 1/8 of the size (the brain sits in a zero background, so the wrap-around is background)."""
-    images, masks = images.clone(), masks.clone()
+    images, masks = images.clone(), masks.clone()  # indexing already copied; keep callers' tensors intact
     rows, cols = images.shape[-2:]
     for i in range(images.shape[0]):
         dims = [d for d in (-1, -2) if rng.random() < 0.5]
@@ -209,9 +209,8 @@ def train_fold(task: str, volumes_dir: Path, splits_file: Path, fold: int, out_d
         losses = []
         for start in range(0, len(order), params.batch_size):
             t0 = time.perf_counter()
-            images, masks, batch_labels = train.batch(order[start : start + params.batch_size], dist.device)
-            if params.augment:
-                images, masks = augment_batch(images, masks, rng)
+            augment = (lambda im, ma: augment_batch(im, ma, rng)) if params.augment else None
+            images, masks, batch_labels = train.batch(order[start : start + params.batch_size], dist.device, augment)
             t1 = time.perf_counter()
             optimizer.zero_grad(set_to_none=True)
             loss = _loss(task, net(images), masks, batch_labels)
