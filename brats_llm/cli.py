@@ -49,7 +49,7 @@ def friendly_errors(command: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return command(*args, **kwargs)
-        except (FileNotFoundError, ValueError, RuntimeError) as error:
+        except (FileNotFoundError, KeyError, ValueError, RuntimeError) as error:
             raise click.ClickException(str(error)) from error
 
     return wrapper
@@ -66,6 +66,7 @@ def main(verbose: bool) -> None:
 
     \b
     Pipeline:  demo -> prepare -> split -> train-cnn -> evaluate-cnn
+               split -> slices -> geometry -> conversations -> publish
     Example:   brats-llm demo data/raw/demo --patients 8 --seed 1
                brats-llm prepare data/raw/demo data/volumes --report data/prepare_report.json
                brats-llm split data/volumes data/splits.csv
@@ -252,3 +253,101 @@ def evaluate_cnn_command(task: str, volumes_dir: Path, splits_file: Path, model_
     key = "auc" if task == "cls" else "dice"
     shown = ", ".join(f"{split} {key} {results[split][key]:.4f}" for split in ("train", "validation", "test") if split in results)
     click.echo(f"{task}: {shown} -> {out_dir}/metrics.json", err=True)
+
+
+@main.command()
+@click.argument("volumes_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("splits_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
+@params_option
+@friendly_errors
+def slices(volumes_dir: Path, splits_file: Path, out_dir: Path, params_file: Path | None) -> None:
+    """Cut VOLUMES_DIR into 2D PNG slices (with masks) and write the slices dataset OUT_DIR.
+
+    By default FLAIR, axial, only slices between the first and last slice with tumour (as the
+    paper); params `slices.modalities`, `slices.planes` (axial, coronal, sagittal) and
+    `slices.tumour_range_only` change that. Rows: patient_id, grade, label, split, fold, modality,
+    plane, slice_index, has_tumour, tumour_pixels, image, mask (Arrow; fast random access).
+    """
+    from brats_llm.slices.slices import SlicesParams, build_slices
+
+    params = resolve(SlicesParams, "slices", params_file)
+    click.echo(f"{build_slices(volumes_dir, splits_file, out_dir, params)} slices -> {out_dir}", err=True)
+
+
+@main.command()
+@click.argument("slices_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
+@params_option
+@friendly_errors
+def geometry(slices_dir: Path, out_dir: Path, params_file: Path | None) -> None:
+    """Describe the tumour of every axial slice of SLICES_DIR: box, centre, polygon; write OUT_DIR.
+
+    Frame: x = column, y = row, pixel indices of the 128x128 slice, origin top-left. bbox = corners
+    TL, TR, BR, BL from xmin/xmax/ymin/ymax; center = centre of the box; polygon = 10-15 points
+    traced with OpenCV and simplified with shapely, clockwise on screen, north-most point first.
+    Several components: the largest is described and `components` counts them; `polygon_iou` is
+    the polygon (cv2.fillPoly) against that component.
+    """
+    from brats_llm.geometry.stage import GeometryParams, build_geometry
+
+    params = resolve(GeometryParams, "geometry", params_file)
+    click.echo(f"{build_geometry(slices_dir, out_dir, params)} tumour slices -> {out_dir}", err=True)
+
+
+@main.command()
+@click.argument("slices_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("geometry_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
+@params_option
+@friendly_errors
+def conversations(slices_dir: Path, geometry_dir: Path, out_dir: Path, params_file: Path | None) -> None:
+    """Build TRL vision chats for cls, center, bbox and polygon into OUT_DIR/<task>/{train,validation,test}.
+
+    Each row: `images` (the slice) and `messages` (user: image + instruction with a strict JSON
+    answer format; assistant: the ground truth). Splits follow the patient split (validation =
+    the fold in `conversations.fold`); LGG is oversampled in train; train/validation hold only
+    tumour slices (the paper's fine-tuning set). Prompts: brats_llm/conversations/prompts.py.
+    """
+    from brats_llm.conversations.build import ConversationParams, build_conversations
+
+    params = resolve(ConversationParams, "conversations", params_file)
+    counts = build_conversations(slices_dir, geometry_dir, out_dir, params)
+    click.echo("; ".join(f"{task}: {c}" for task, c in counts.items()), err=True)
+
+
+@main.command()
+@click.argument("volumes_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("slices_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("geometry_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("conversations_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("revision_file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--repo-id", help="Hub dataset repo; empty = local folder only [params: publish.repo_id].")
+@params_option
+@friendly_errors
+def publish(volumes_dir: Path, slices_dir: Path, geometry_dir: Path, conversations_dir: Path, out_dir: Path,
+            revision_file: Path, repo_id: str | None, params_file: Path | None) -> None:
+    """Write the Hub repo layout (configs volumes, slices, geometry, conversations-<task>) to OUT_DIR.
+
+    With a repo id (params `publish.repo_id`), OUT_DIR is uploaded to that private dataset repo in
+    one commit and the commit sha is written to REVISION_FILE; without one (the embedded default)
+    REVISION_FILE pins the local folder by a content hash. Downstream stages load by that revision
+    (brats_llm.publish.hub.load_published). The token comes from HF_TOKEN or `huggingface-cli login`
+    and is never printed or written. Failures leave OUT_DIR in place; re-running is safe.
+    """
+    import yaml
+
+    from brats_llm.config import default_params_file
+    from brats_llm.publish.hub import PublishParams, publish as run_publish
+    from brats_llm.train.cnn.data import dataset_version
+
+    params = resolve(PublishParams, "publish", params_file, repo_id=repo_id)
+    source = params_file or default_params_file()
+    document = yaml.safe_load(Path(source).read_text()) if source else {}
+    used = {k: document.get(k) for k in ("prepare", "split", "slices", "geometry", "conversations") if k in document}
+    version = dataset_version(volumes_dir)
+    synthetic = (Path(document.get("prepare", {}).get("raw_dir", "")) / "SYNTHETIC.txt").is_file()
+    record = run_publish(volumes_dir, slices_dir, geometry_dir, conversations_dir, out_dir, revision_file, params,
+                         used, version.get("dvc_md5", version.get("fingerprint", "")), synthetic)
+    click.echo(f"published {len(record['configs'])} configs to {record['repo_id'] or out_dir} @ {record['revision']}", err=True)

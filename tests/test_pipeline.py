@@ -10,7 +10,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from brats_llm.conversations.build import ConversationParams
 from brats_llm.evaluate.cnn import ClsEvalParams, SegEvalParams
+from brats_llm.geometry.stage import GeometryParams
+from brats_llm.publish.hub import PublishParams
+from brats_llm.slices.slices import SlicesParams
 from brats_llm.ingest.demo import DemoParams
 from brats_llm.preprocess.volumes import PrepareParams
 from brats_llm.split.splits import SplitParams
@@ -22,6 +26,10 @@ STAGES = {
     "demo": (DemoParams, "demo"),
     "prepare": (PrepareParams, "prepare"),
     "split": (SplitParams, "split"),
+    "slices": (SlicesParams, "slices"),
+    "geometry": (GeometryParams, "geometry"),
+    "conversations": (ConversationParams, "conversations"),
+    "publish": (PublishParams, "publish"),
     "train_cls": (CnnTrainParams, "train-cnn --task cls"),
     "train_seg": (CnnTrainParams, "train-cnn --task seg"),
     "evaluate_cls": (ClsEvalParams, "evaluate-cnn --task cls"),
@@ -70,6 +78,7 @@ def test_repro_is_incremental(tmp_path):
     repo.mkdir()
     shutil.copy(ROOT / "dvc.yaml", repo)
     shutil.copy(ROOT / ".dvcignore", repo)
+    shutil.copytree(ROOT / "cards", repo / "cards")
     (repo / ".gitignore").write_text("/data/raw/\n")
     shutil.copytree(ROOT / "brats_llm", repo / "brats_llm", ignore=shutil.ignore_patterns("__pycache__"))  # code deps
     params = yaml.safe_load((ROOT / "params.yaml").read_text())

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from datasets import Array3D, Array4D, ClassLabel, Dataset, DatasetInfo, Features, List, Value, load_from_disk
-from datasets.arrow_writer import ArrowWriter
+from datasets import Array3D, Array4D, ClassLabel, Dataset, Features, List, Value, load_from_disk
 from tqdm.auto import tqdm
 
 from brats_llm import atomic
+from brats_llm.arrowio import dataset_writer
 from brats_llm.constants import GRADES, IMAGE_SIZE, MODALITIES, N_SLICES
 from brats_llm.ingest.layout import Exclusion, Note, discover
 from brats_llm.parallel import process_context
@@ -33,8 +32,6 @@ class PrepareResult:
 
 #: Modules the worker server imports once, so workers start without importing ``datasets``.
 PRELOAD = ("brats_llm.preprocess.case",)
-#: The single data file of the ``save_to_disk`` layout we write.
-DATA_FILE = "data-00000-of-00001.arrow"
 
 
 class NoUsableCaseError(RuntimeError):
@@ -102,8 +99,9 @@ def prepare(raw_dir: str | os.PathLike, out_dir: str | os.PathLike, params: Prep
     workers = workers or os.cpu_count() or 1
     tasks = [(case, params, inventory.root) for case in inventory.cases]
 
-    with atomic.atomic_dir(out_dir) as staging:
-        with ArrowWriter(features=features, path=str(staging / DATA_FILE), writer_batch_size=1) as writer:
+    description = f"BraTS volumes {features['image'].shape} uint8, modalities {list(MODALITIES)}"
+    try:
+        with dataset_writer(out_dir, features, description) as writer:
             pool = process_context(PRELOAD).Pool(workers, initializer=worker_init) if workers > 1 and len(tasks) > 1 else None
             try:
                 results = pool.imap(process_task, tasks) if pool else map(process_task, tasks)
@@ -118,48 +116,13 @@ def prepare(raw_dir: str | os.PathLike, out_dir: str | os.PathLike, params: Prep
             finally:
                 if pool:
                     pool.terminate()
-            _, num_bytes = writer.finalize()
+            if report is not None:
+                write_report(report, inventory.layout, params, included, excluded, notes)
+    except ValueError:
         if included:
-            write_dataset_metadata(staging, features, num_bytes, len(included))
-        if report is not None:
-            write_report(report, inventory.layout, params, included, excluded, notes)
-        if not included:
-            raise NoUsableCaseError(f"{raw_dir}: no usable case ({len(excluded)} excluded; see the report)")
+            raise
+        raise NoUsableCaseError(f"{raw_dir}: no usable case ({len(excluded)} excluded; see the report)") from None
     return PrepareResult(out_dir, inventory.layout, included, excluded, notes)
-
-
-def write_dataset_metadata(folder: Path, features: Features, num_bytes: int, num_rows: int) -> None:
-    """Complete the ``save_to_disk`` layout around the Arrow file the writer streamed into ``folder``.
-
-    ``Dataset.save_to_disk`` would re-read and copy every byte (memory-mapped, so RSS grows with
-    the cohort); the layout is three files, so it is written directly: the data file,
-    ``dataset_info.json`` (via ``DatasetInfo``) and ``state.json``. The fingerprint is the data
-    file's SHA-256, so identical bytes give identical metadata. ``load_from_disk`` checks it.
-
-    Raises:
-        RuntimeError: the folder does not load back with the expected number of rows.
-    """
-    with (folder / DATA_FILE).open("rb") as handle:
-        fingerprint = hashlib.file_digest(handle, "sha256").hexdigest()[:16]
-    info = DatasetInfo(
-        description=f"BraTS volumes {features['image'].shape} uint8, modalities {list(MODALITIES)}",
-        features=features,
-        dataset_size=num_bytes,
-    )
-    info.write_to_directory(str(folder))
-    state = {
-        "_data_files": [{"filename": DATA_FILE}],
-        "_fingerprint": fingerprint,
-        "_format_columns": None,
-        "_format_kwargs": {},
-        "_format_type": None,
-        "_output_all_columns": False,
-        "_split": None,
-    }
-    atomic.write_json(folder / "state.json", state)
-    loaded = len(load_from_disk(str(folder)))
-    if loaded != num_rows:
-        raise RuntimeError(f"{folder}: wrote {num_rows} rows but load_from_disk sees {loaded}")
 
 
 def write_report(path: str | os.PathLike, layout: str, params: PrepareParams, included: list[str],

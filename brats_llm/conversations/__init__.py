@@ -1,0 +1,1 @@
+"""Conversations: slices and shapes as TRL-format vision chats, prompts and answer parsers."""

@@ -1,0 +1,168 @@
+"""The ``publish`` stage: write the Hub repo layout (parquet per config/split + card), upload, pin the revision."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+import pyarrow.parquet as pq
+from datasets import Dataset, DatasetDict, load_from_disk
+from datasets.table import InMemoryTable
+from huggingface_hub import DatasetCard, DatasetCardData, HfApi
+
+from brats_llm import atomic
+from brats_llm.constants import GRADES
+from brats_llm.conversations.prompts import PROMPT_VERSION, TASKS
+
+CARD_TEMPLATE = Path(__file__).resolve().parents[2] / "cards" / "dataset_card.md"
+
+
+@dataclass(frozen=True)
+class PublishParams:
+    """``publish`` section of params.yaml.
+
+    Attributes:
+        repo_id: Hub dataset repo (``user/name``); empty = the embedded default, a local folder only.
+        private: create the repo private (BraTS data terms).
+        endpoint: Hub endpoint; empty = huggingface_hub's default (``HF_ENDPOINT`` or huggingface.co).
+    """
+
+    repo_id: str = ""
+    private: bool = True
+    endpoint: str = ""
+
+
+class PublishError(RuntimeError):
+    """Upload failed; the message names the endpoint and repo, never the token."""
+
+
+def _configs(volumes: Path, slices: Path, geometry: Path, conversations: Path) -> dict[str, DatasetDict]:
+    configs = {
+        "volumes": DatasetDict({"train": load_from_disk(str(volumes))}),
+        "slices": DatasetDict({"train": load_from_disk(str(slices))}),
+        "geometry": DatasetDict({"train": load_from_disk(str(geometry))}),
+    }
+    for task in TASKS:
+        configs[f"conversations-{task}"] = load_from_disk(str(conversations / task))
+    return configs
+
+
+def _grade_counts(dataset) -> dict[str, int]:
+    grades = dataset["grade"] if "grade" in dataset.column_names else []
+    return {g: sum(1 for x in grades if x == g) for g in GRADES}
+
+
+def write_repo(folder: Path, configs: dict[str, DatasetDict], params_used: dict[str, Any], dvc_hash: str,
+               synthetic: bool) -> None:
+    """The repo layout: ``<config>/<split>-00000-of-00001.parquet`` and a README card with ``configs``."""
+    card_configs, count_rows = [], []
+    for name, splits in configs.items():
+        files = []
+        for split, dataset in splits.items():
+            relative = f"{name}/{split}-00000-of-00001.parquet"
+            (folder / name).mkdir(parents=True, exist_ok=True)
+            dataset.to_parquet(str(folder / relative))
+            files.append({"split": split, "path": relative})
+            count_rows.append({"config": name, "split": split, "rows": len(dataset), **_grade_counts(dataset)})
+        card_configs.append({"config_name": name, "data_files": files})
+    card_data = DatasetCardData(
+        license="other", pretty_name="BraTS glioma datasets for CNN vs vision-LLM experiments",
+        configs=card_configs, tags=["medical-imaging", "mri", "brats", "glioma"] + (["synthetic"] if synthetic else []),
+    )
+    card = DatasetCard.from_template(
+        card_data, template_path=str(CARD_TEMPLATE), count_rows=count_rows, prompt_version=PROMPT_VERSION,
+        dvc_hash=dvc_hash, params_yaml=yaml.safe_dump(params_used, sort_keys=True).strip(),
+        source_description="a synthetic BraTS-layout cohort" if synthetic else "a BraTS release",
+        synthetic_warning="**These rows are synthetic phantoms, not patient data.**" if synthetic else "",
+    )
+    atomic.write_text(folder / "README.md", str(card))
+
+
+def folder_revision(folder: Path) -> str:
+    """Content hash of a local repo folder (the local stand-in for a Hub commit sha)."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(path.relative_to(folder).as_posix().encode())
+        with path.open("rb") as handle:
+            digest.update(hashlib.file_digest(handle, "sha256").digest())
+    return digest.hexdigest()[:40]
+
+
+def upload(folder: Path, params: PublishParams) -> str:
+    """Create (if needed) and upload the folder to the Hub in one commit; return the commit sha.
+
+    The token comes from ``HF_TOKEN`` or ``huggingface-cli login`` (huggingface_hub resolves it).
+
+    Raises:
+        PublishError: authentication, network or server failure (the local folder is kept).
+    """
+    api = HfApi(endpoint=params.endpoint or None)
+    where = f"{api.endpoint}/datasets/{params.repo_id}"
+    try:
+        api.create_repo(params.repo_id, repo_type="dataset", private=params.private, exist_ok=True)
+        info = api.upload_folder(repo_id=params.repo_id, repo_type="dataset", folder_path=str(folder),
+                                 commit_message="brats-llm publish")
+    except Exception as error:  # HTTP, connection and validation errors of huggingface_hub / requests / httpx
+        status = getattr(getattr(error, "response", None), "status_code", None)
+        hint = " (check HF_TOKEN or `huggingface-cli login`)" if status in (401, 403) else ""
+        raise PublishError(f"publish to {where} failed: {type(error).__name__}{f' HTTP {status}' if status else ''}{hint}") from None
+    return info.oid
+
+
+def publish(volumes: str | os.PathLike, slices: str | os.PathLike, geometry: str | os.PathLike,
+            conversations: str | os.PathLike, out_dir: str | os.PathLike, revision_file: str | os.PathLike,
+            params: PublishParams, params_used: dict[str, Any] | None = None, dvc_hash: str = "",
+            synthetic: bool = False) -> dict[str, Any]:
+    """Write the repo layout to ``out_dir`` and, with a ``repo_id``, upload it; record the revision.
+
+    ``revision_file`` (JSON) is what downstream stages depend on: ``{"repo_id", "revision", "path"}``.
+    Re-running with unchanged inputs rewrites identical files and, on the Hub, adds no change.
+    """
+    out_dir, revision_file = Path(out_dir), Path(revision_file)
+    configs = _configs(Path(volumes), Path(slices), Path(geometry), Path(conversations))
+    with atomic.atomic_dir(out_dir) as staging:
+        write_repo(staging, configs, params_used or {}, dvc_hash, synthetic)
+    record = {"repo_id": params.repo_id or None, "path": out_dir.as_posix(), "revision": folder_revision(out_dir),
+              "endpoint": params.endpoint or None, "configs": sorted(configs)}
+    if params.repo_id:
+        record["revision"] = upload(out_dir, params)
+    atomic.write_json(revision_file, record)
+    return record
+
+
+def read_config(folder: Path, config: str) -> DatasetDict:
+    """Read one config of a repo folder by the ``configs`` of its card (no ``datasets`` cache involved).
+
+    ``load_dataset`` on a local folder caches by folder layout and can return another folder's rows
+    for an identical layout; reading the parquet files directly avoids that.
+    """
+    card = DatasetCard.load(str(folder / "README.md"))
+    for entry in card.data.configs or []:
+        if entry["config_name"] == config:
+            return DatasetDict({f["split"]: Dataset(InMemoryTable(pq.read_table(folder / f["path"])))
+                                for f in entry["data_files"]})
+    raise KeyError(f"{folder}: no config {config!r} in README.md")
+
+
+def load_published(revision_file: str | os.PathLike, config: str) -> DatasetDict:
+    """Load one config pinned by the revision file.
+
+    Hub: the repo snapshot at exactly ``revision`` (``snapshot_download``, cached by commit);
+    local: the folder, after checking it still hashes to ``revision``.
+    """
+    record = json.loads(Path(revision_file).read_text())
+    if record.get("repo_id"):
+        from huggingface_hub import snapshot_download
+
+        folder = Path(snapshot_download(record["repo_id"], repo_type="dataset", revision=record["revision"],
+                                        endpoint=record.get("endpoint")))
+        return read_config(folder, config)
+    folder = Path(record["path"])
+    if folder_revision(folder) != record["revision"]:
+        raise ValueError(f"{folder} no longer matches revision {record['revision']} in {revision_file}")
+    return read_config(folder, config)

@@ -1,0 +1,70 @@
+"""Prompts, answers and parsers: rows parse back to the ground truth; parsers never raise."""
+
+import json
+import random
+
+import numpy as np
+import pytest
+
+from brats_llm.conversations.build import keywords, to_unsloth
+from brats_llm.conversations.parse import FORMAT_ERROR, INVALID_VALUE, OK, parse_answer
+from brats_llm.conversations.prompts import PROMPTS, TASKS, answer_text
+
+
+def test_every_prompt_states_a_json_format():
+    for task in TASKS:
+        assert "JSON" in PROMPTS[task] and "Format:" in PROMPTS[task]
+    for task in ("center", "bbox", "polygon"):
+        assert "x is the column" in PROMPTS[task] and "y is the row" in PROMPTS[task]
+
+
+def test_answers_round_trip():
+    mask = np.zeros((128, 128), bool)
+    mask[20:40, 80:110] = True
+    reason = keywords(1, mask)
+    assert len(reason) == 10 and "left-hemisphere" in reason and "anterior" in reason
+    assert parse_answer("cls", answer_text("cls", (1, reason))).value == 1
+    assert parse_answer("cls", answer_text("cls", (2, keywords(2, mask)))).value == 2
+    assert parse_answer("center", answer_text("center", [94.5, 29.5])).value == (94.5, 29.5)
+    box = [[80, 20], [109, 20], [109, 39], [80, 39]]
+    assert parse_answer("bbox", answer_text("bbox", box)).value == [tuple(p) for p in box]
+    polygon = [[64 + 20 * np.cos(a), 64 - 20 * np.sin(a)] for a in np.linspace(0, 2 * np.pi, 12, endpoint=False)]
+    parsed = parse_answer("polygon", answer_text("polygon", polygon))
+    assert parsed.status == OK and np.allclose(parsed.value, polygon, atol=0.05)
+
+
+@pytest.mark.parametrize("text, task, status, value", [
+    ('Sure! ```json\n{"label": "HGG-1", "reason": "x"}\n``` hope that helps', "cls", OK, 1),
+    ("The answer is Low Grade Glioma.", "cls", OK, 0),
+    ("LGG or HGG, hard to say", "cls", FORMAT_ERROR, None),
+    ('{"center": [200, 5]}', "center", INVALID_VALUE, (200.0, 5.0)),
+    ('{"center": "middle"}', "center", FORMAT_ERROR, None),
+    ('{"bbox": [[10, 10], [5, 10], [5, 20], [10, 20]]}', "bbox", INVALID_VALUE, None),
+    ('{"polygon": [[1, 1], [2, 2], [3, 1]]}', "polygon", INVALID_VALUE, None),
+    ("no json here", "polygon", FORMAT_ERROR, None),
+])
+def test_tolerant_format_strict_values(text, task, status, value):
+    parsed = parse_answer(task, text)
+    assert parsed.status == status
+    if value is not None:
+        assert parsed.value == value
+
+
+def test_fuzzed_answers_never_raise():
+    rng = random.Random(0)
+    alphabet = list('{}[]",:0123456789.-eE abcHGLN\n`') + ["HGG-1", "LGG-0", '"center"', '"bbox"', '"polygon"', "NaN", "1e999"]
+    statuses = set()
+    for _ in range(10_000):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 40)))
+        for task in TASKS:
+            statuses.add(parse_answer(task, text).status)
+    assert statuses <= {OK, FORMAT_ERROR, INVALID_VALUE} and FORMAT_ERROR in statuses
+
+
+def test_unsloth_format_moves_the_image_into_the_message():
+    row = {"images": ["IMG"], "messages": [
+        {"role": "user", "content": [{"type": "image", "text": None}, {"type": "text", "text": "q"}]},
+        {"role": "assistant", "content": [{"type": "text", "text": "a"}]}]}
+    converted = to_unsloth(row)
+    assert converted["messages"][0]["content"][0] == {"type": "image", "image": "IMG"}
+    assert "images" not in converted and json.dumps(converted["messages"][1]) == json.dumps(row["messages"][1])
