@@ -18,6 +18,10 @@ from brats_llm import atomic
 DATA_FILE = "data-00000-of-00001.arrow"
 
 
+class EmptyDatasetError(ValueError):
+    """No row was written: an empty dataset is never published."""
+
+
 class RowWriter:
     """Encodes rows with the dataset's ``Features`` (images become PNG bytes) and appends them."""
 
@@ -39,7 +43,7 @@ def dataset_writer(out_dir: str | os.PathLike, features: Features, description: 
     file's SHA-256 (same rows, same bytes). The result is checked with ``load_from_disk``.
 
     Raises:
-        ValueError: no row was written (an empty dataset is never published).
+        EmptyDatasetError: no row was written (an empty dataset is never published).
     """
     with atomic.atomic_dir(out_dir) as staging:
         with ArrowWriter(features=features, path=str(staging / DATA_FILE), writer_batch_size=1) as arrow:
@@ -47,7 +51,7 @@ def dataset_writer(out_dir: str | os.PathLike, features: Features, description: 
             yield rows
             _, num_bytes = arrow.finalize()
         if rows.rows == 0:
-            raise ValueError(f"{out_dir}: no rows to write")
+            raise EmptyDatasetError(f"{out_dir}: no rows to write")
         _write_metadata(staging, features, description, num_bytes, rows.rows)
 
 

@@ -12,7 +12,7 @@ from datasets import Array3D, Array4D, ClassLabel, Dataset, Features, List, Valu
 from tqdm.auto import tqdm
 
 from brats_llm import atomic
-from brats_llm.arrowio import dataset_writer
+from brats_llm.arrowio import EmptyDatasetError, dataset_writer
 from brats_llm.constants import GRADES, IMAGE_SIZE, MODALITIES, N_SLICES
 from brats_llm.ingest.layout import Exclusion, Note, discover
 from brats_llm.parallel import process_context
@@ -118,9 +118,7 @@ def prepare(raw_dir: str | os.PathLike, out_dir: str | os.PathLike, params: Prep
                     pool.terminate()
             if report is not None:
                 write_report(report, inventory.layout, params, included, excluded, notes)
-    except ValueError:
-        if included:
-            raise
+    except EmptyDatasetError:
         raise NoUsableCaseError(f"{raw_dir}: no usable case ({len(excluded)} excluded; see the report)") from None
     return PrepareResult(out_dir, inventory.layout, included, excluded, notes)
 
