@@ -243,8 +243,9 @@ def train_fold(task: str, volumes_dir: Path, splits_file: Path, fold: int, out_d
     if live is not None:
         live.end()
     summary = {"fold": fold, "best_epoch": best["epoch"], "best_validation_metric": best["metric"], **timings}
-    if dist.main:
-        atomic.write_json(out_dir / "train_summary.json", {**summary, "meta": meta})
+    if dist.main:  # timings are reported, not stored: the model folder is then byte-reproducible
+        stored = {k: v for k, v in summary.items() if k not in timings}
+        atomic.write_json(out_dir / "train_summary.json", {**stored, "meta": meta})
     return summary
 
 
