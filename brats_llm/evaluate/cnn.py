@@ -18,7 +18,7 @@ from brats_llm import atomic
 from brats_llm.evaluate import figures
 from brats_llm.metrics.bootstrap import bootstrap_ci, with_intervals
 from brats_llm.metrics.classification import classification_metrics, majority_baseline
-from brats_llm.metrics.segmentation import segmentation_metrics
+from brats_llm.metrics.segmentation import dice, segmentation_metrics
 from brats_llm.train.cnn.data import VolumeTensors, dataset_version, fold_patients, load_split
 from brats_llm.train.cnn.models import build_model
 from brats_llm.train.cnn.trainer import CHECKPOINT_BEST, predict
@@ -139,8 +139,6 @@ def evaluate_seg(model, meta, members, volumes_dir, out_dir, params: SegEvalPara
         inputs = full[split] if factor == 1 else load_split(volumes_dir, members[split], factor, progress=False)
         truths[split] = full[split].masks.numpy().astype(bool)
         probs[split] = _upsampled_probabilities(model, inputs, truths[split].shape[1:])
-    from brats_llm.metrics.segmentation import dice
-
     tuning = "validation" if "validation" in probs else "train"
     mean_dice = {t: float(np.mean([dice(p >= t, m) for p, m in zip(probs[tuning], truths[tuning])]))
                  for t in params.thresholds}
