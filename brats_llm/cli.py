@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 from pathlib import Path
 from typing import Any, Callable
 
@@ -214,7 +215,10 @@ def train_cnn_command(task: str, volumes_dir: Path, splits_file: Path, out_dir: 
     from brats_llm.train.cnn.trainer import CnnTrainParams, train_cnn
 
     params = resolve(CnnTrainParams, f"train_{task}", params_file, fold=_fold(fold), **overrides)
-    for summary in train_cnn(task, volumes_dir, splits_file, out_dir, params, live_dir, resume=resume):
+    summaries = train_cnn(task, volumes_dir, splits_file, out_dir, params, live_dir, resume=resume)
+    if os.environ.get("RANK", "0") != "0":  # one report per run under torchrun
+        return
+    for summary in summaries:
         total = summary["data_s"] + summary["compute_s"]
         click.echo(
             f"fold {summary['fold']}: best epoch {summary['best_epoch']}, validation "

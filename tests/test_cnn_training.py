@@ -81,6 +81,25 @@ def test_train_resume_and_evaluate(prepared, tmp_path, task):
     assert provenance["dataset_at_training"]["fingerprint"] == provenance["dataset_at_evaluation"]["fingerprint"]
 
 
+@pytest.mark.slow
+def test_ddp_under_torchrun(prepared, tmp_path):
+    """Two CPU processes (gloo) train one model; only rank 0 writes checkpoints and reports."""
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    exe = shutil.which("brats-llm", path=str(Path(sys.executable).parent))
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29531",
+               exe, "train-cnn", "--task", "cls", str(prepared / "volumes"), str(prepared / "splits.csv"),
+               str(tmp_path / "models"), "--epochs", "2", "--downsample", "2"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stderr.count("fold 0: best epoch") == 1
+    state = torch.load(tmp_path / "models" / "fold0" / "last.pt", weights_only=True)
+    assert state["epoch"] == 2 and not any(k.startswith("module.") for k in state["model"])
+
+
 def test_unknown_fold_and_wrong_task(prepared, tmp_path):
     with pytest.raises(ValueError, match="fold"):
         train_cnn("cls", prepared / "volumes", prepared / "splits.csv", tmp_path, CnnTrainParams(fold=7, epochs=1))
