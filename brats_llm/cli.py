@@ -11,7 +11,7 @@ from typing import Any, Callable
 import click
 
 from brats_llm import __version__
-from brats_llm.config import ParamsError, default_params_file, stage_params
+from brats_llm.config import ParamsError, default_params_file, load_section, stage_params
 
 PARAMS_HELP = (
     "YAML file whose section for this command supplies defaults (params.yaml in the working "
@@ -340,18 +340,15 @@ def publish(volumes_dir: Path, slices_dir: Path, geometry_dir: Path, conversatio
     (brats_llm.publish.hub.load_published). The token comes from HF_TOKEN or `huggingface-cli login`
     and is never printed or written. Failures leave OUT_DIR in place; re-running is safe.
     """
-    import yaml
-
-    from brats_llm.config import default_params_file
     from brats_llm.publish.hub import PublishParams, publish as run_publish
     from brats_llm.train.cnn.data import dataset_version
 
     params = resolve(PublishParams, "publish", params_file, repo_id=repo_id)
     source = params_file or default_params_file()
-    document = yaml.safe_load(Path(source).read_text()) if source else {}
-    used = {k: document.get(k) for k in ("prepare", "split", "slices", "geometry", "conversations") if k in document}
+    # The card documents how the published data were made: the upstream stages' params.
+    used = {k: load_section(source, k) for k in ("prepare", "split", "slices", "geometry", "conversations")}
     version = dataset_version(volumes_dir)
-    synthetic = (Path(document.get("prepare", {}).get("raw_dir", "")) / "SYNTHETIC.txt").is_file()
+    synthetic = (Path(used["prepare"].get("raw_dir", "")) / "SYNTHETIC.txt").is_file()
     record = run_publish(volumes_dir, slices_dir, geometry_dir, conversations_dir, out_dir, revision_file, params,
                          used, version.get("dvc_md5", version.get("fingerprint", "")), synthetic)
     click.echo(f"published {len(record['configs'])} configs to {record['repo_id'] or out_dir} @ {record['revision']}", err=True)

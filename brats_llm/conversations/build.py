@@ -17,6 +17,7 @@ from brats_llm.arrowio import dataset_writer
 from brats_llm.constants import IMAGE_SIZE
 from brats_llm.conversations.prompts import PROMPT_VERSION, PROMPTS, TASKS, answer_text
 from brats_llm.slices.slices import load_slices
+from brats_llm.split.splits import oversample_indices
 
 SPLITS = ("train", "validation", "test")
 GRADE_KEYWORDS = {
@@ -139,8 +140,6 @@ def build_conversations(slices_dir: str | os.PathLike, geometry_dir: str | os.Pa
                     continue
                 by_split[split].append(i)
             if params.oversample_lgg and by_split["train"]:
-                from brats_llm.split.splits import oversample_indices
-
                 labels = [columns[i]["label"] for i in by_split["train"]]
                 order = oversample_indices(labels, params.seed)
                 by_split["train"] = [by_split["train"][j] for j in order]

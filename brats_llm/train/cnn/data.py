@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
@@ -103,8 +104,6 @@ def dataset_version(volumes_dir: str | os.PathLike, lock_file: str | os.PathLike
         version["fingerprint"] = json.loads(state.read_text())["_fingerprint"]
     lock = Path(lock_file)
     if lock.is_file():
-        import yaml
-
         stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {})
         for stage in stages.values():
             for out in stage.get("outs", []):
