@@ -77,3 +77,39 @@ def sample_dir() -> Path:
     if not SAMPLE_DIR.is_dir():
         pytest.skip(f"real BraTS sample not available at {SAMPLE_DIR}")
     return SAMPLE_DIR
+
+
+@pytest.fixture(scope="session")
+def built(tiny_demo, tmp_path_factory) -> Path:
+    """The tiny cohort through prepare, split, slices, geometry and conversations (24 px slices)."""
+    from brats_llm.conversations.build import ConversationParams, build_conversations
+    from brats_llm.geometry.stage import GeometryParams, build_geometry
+    from brats_llm.preprocess.volumes import PrepareParams, prepare
+    from brats_llm.slices.slices import SlicesParams, build_slices
+    from brats_llm.split.splits import SplitParams, split_volumes
+
+    root = tmp_path_factory.mktemp("built")
+    prepare(tiny_demo, root / "volumes", PrepareParams(slices=20, size=24), workers=1, progress=False)
+    split_volumes(root / "volumes", root / "splits.csv", SplitParams(test_fraction=0.3, folds=2))
+    build_slices(root / "volumes", root / "splits.csv", root / "slices", SlicesParams(), progress=False)
+    build_geometry(root / "slices", root / "geometry", GeometryParams(), progress=False)
+    build_conversations(root / "slices", root / "geometry", root / "conversations", ConversationParams(), progress=False)
+    return root
+
+
+@pytest.fixture(scope="session")
+def published(built) -> Path:
+    """``built`` published to a local folder; returns the revision file (data/hub_revision.json's role)."""
+    from brats_llm.publish.hub import PublishParams, publish
+
+    publish(built / "volumes", built / "slices", built / "geometry", built / "conversations", built / "hub",
+            built / "revision.json", PublishParams(), {}, "md5-test", synthetic=True)
+    return built / "revision.json"
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    """The embedded default model, built once per session."""
+    from brats_llm.llm.tiny import TinyModelParams, build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny-mllama", TinyModelParams())

@@ -5,26 +5,11 @@ import socket
 
 import pytest
 
-from brats_llm.conversations.build import ConversationParams, build_conversations
-from brats_llm.geometry.stage import GeometryParams, build_geometry
-from brats_llm.preprocess.volumes import PrepareParams, prepare
 from brats_llm.publish.hub import PublishError, PublishParams, folder_revision, load_published, publish
-from brats_llm.slices.slices import SlicesParams, build_slices, load_slices
-from brats_llm.split.splits import SplitParams, split_volumes
+from brats_llm.slices.slices import load_slices
 from tests.hub_server import HubServer
 
 TOKEN = "hf_testSECRETtoken0123456789"
-
-
-@pytest.fixture(scope="module")
-def built(tiny_demo, tmp_path_factory):
-    root = tmp_path_factory.mktemp("publish")
-    prepare(tiny_demo, root / "volumes", PrepareParams(slices=20, size=24), workers=1, progress=False)
-    split_volumes(root / "volumes", root / "splits.csv", SplitParams(test_fraction=0.3, folds=2))
-    build_slices(root / "volumes", root / "splits.csv", root / "slices", SlicesParams(), progress=False)
-    build_geometry(root / "slices", root / "geometry", GeometryParams(), progress=False)
-    build_conversations(root / "slices", root / "geometry", root / "conversations", ConversationParams(), progress=False)
-    return root
 
 
 @pytest.fixture

@@ -1,0 +1,1 @@
+"""Vision-LLM models: the tiny offline Mllama, loading base + adapter, batched inference, consistency."""
