@@ -5,6 +5,7 @@ import random
 
 import numpy as np
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from brats_llm.conversations.build import keywords, to_unsloth
 from brats_llm.conversations.parse import FORMAT_ERROR, INVALID_VALUE, OK, parse_answer
@@ -68,3 +69,31 @@ def test_unsloth_format_moves_the_image_into_the_message():
     converted = to_unsloth(row)
     assert converted["messages"][0]["content"][0] == {"type": "image", "image": "IMG"}
     assert "images" not in converted and json.dumps(converted["messages"][1]) == json.dumps(row["messages"][1])
+
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-1000, 1000) | st.floats(allow_nan=True, allow_infinity=True)
+    | st.sampled_from(["LGG-0", "HGG-1", "NG-2", "High Grade Glioma", "x"]),
+    lambda children: st.lists(children, max_size=16) | st.dictionaries(
+        st.sampled_from(["label", "reason", "center", "bbox", "polygon", "x"]), children, max_size=3),
+    max_leaves=40,
+)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(value=_json_values, prose=st.text(max_size=20), fence=st.booleans())
+def test_structured_fuzz_keeps_the_value_rules(value, prose, fence):
+    body = json.dumps(value)
+    text = f"{prose}```json\n{body}\n```" if fence else f"{prose}{body}"
+    for task in TASKS:
+        parsed = parse_answer(task, text)
+        assert parsed.status in {OK, FORMAT_ERROR, INVALID_VALUE}
+        if parsed.status != OK:
+            continue
+        if task == "cls":
+            assert parsed.value in (0, 1, 2)
+        else:
+            points = [parsed.value] if task == "center" else parsed.value
+            assert all(0 <= x <= 127 and 0 <= y <= 127 for x, y in points)
+            if task == "polygon":
+                assert 10 <= len(points) <= 15
