@@ -1,0 +1,47 @@
+"""Batch TRL-native vision chats for causal-LM training, with loss on the assistant answer only."""
+
+from __future__ import annotations
+
+from typing import Any
+
+#: Label value ignored by the loss.
+IGNORE_INDEX = -100
+
+
+def clean_messages(messages: list[dict]) -> list[dict]:
+    """Drop ``None`` fields (Arrow fills absent struct fields) so chat templates see clean parts."""
+    return [{"role": m["role"], "content": [{k: v for k, v in part.items() if v is not None} for part in m["content"]]}
+            for m in messages]
+
+
+class VisionChatCollator:
+    """Turn rows with ``images`` + ``messages`` into model inputs with masked ``labels``.
+
+    Labels are the input ids with padding, every ``<|image|>`` token and the whole prompt (system
+    and user turns up to and including the assistant header) set to -100: the loss covers the
+    assistant's answer and its end-of-turn token only.
+    """
+
+    def __init__(self, processor: Any, image_token: str = "<|image|>") -> None:
+        self.processor = processor
+        self.image_token_id = processor.tokenizer.convert_tokens_to_ids(image_token)
+
+    def prompt_length(self, messages: list[dict]) -> int:
+        user = [m for m in messages if m["role"] != "assistant"]
+        prompt = self.processor.apply_chat_template(user, add_generation_prompt=True)
+        return len(self.processor.tokenizer(prompt, add_special_tokens=False)["input_ids"])
+
+    def __call__(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
+        tokenizer = self.processor.tokenizer
+        tokenizer.padding_side = "right"
+        chats = [clean_messages(row["messages"]) for row in rows]
+        texts = [self.processor.apply_chat_template(chat) for chat in chats]
+        images = [[image.convert("RGB") for image in row["images"]] for row in rows]
+        batch = self.processor(images=images, text=texts, padding=True, return_tensors="pt", add_special_tokens=False)
+        labels = batch["input_ids"].clone()
+        labels[batch["attention_mask"] == 0] = IGNORE_INDEX
+        labels[labels == self.image_token_id] = IGNORE_INDEX
+        for i, chat in enumerate(chats):
+            labels[i, :self.prompt_length(chat)] = IGNORE_INDEX
+        batch["labels"] = labels
+        return batch

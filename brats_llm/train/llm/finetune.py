@@ -1,0 +1,166 @@
+"""The ``llm-finetune`` stage: LoRA on one task's conversations, validation loss logged, adapter + provenance saved."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from brats_llm import atomic
+from brats_llm.conversations.prompts import PROMPT_VERSION, TASKS
+from brats_llm.llm.model import ADAPTER_RECORD, device, is_smoke_model
+from brats_llm.train.llm.params import FinetuneParams
+
+log = logging.getLogger(__name__)
+
+
+class BackendUnavailable(RuntimeError):
+    """The requested backend cannot run here (no CUDA for Unsloth, or the extra is not installed)."""
+
+
+def sft_config(task: str, params: FinetuneParams, output_dir: str, *, cuda: bool, optim: str, has_eval: bool):
+    """TRL ``SFTConfig`` shared by both backends (raw rows go to our collator untouched)."""
+    from trl import SFTConfig
+
+    return SFTConfig(
+        output_dir=output_dir, per_device_train_batch_size=params.batch_size[task],
+        per_device_eval_batch_size=params.batch_size[task], gradient_accumulation_steps=params.gradient_accumulation,
+        learning_rate=params.lr[task], max_steps=params.max_steps[task], warmup_steps=params.warmup_steps,
+        lr_scheduler_type="linear", optim=optim, weight_decay=0.0, seed=params.seed, data_seed=params.seed,
+        logging_steps=1, eval_strategy="steps" if has_eval else "no", eval_steps=params.eval_steps,
+        save_strategy="no", report_to="none", disable_tqdm=False,
+        gradient_checkpointing=params.gradient_checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False} if params.gradient_checkpointing else None,
+        bf16=cuda, fp16=False, use_cpu=not cuda, max_length=None,  # never truncate image tokens
+        remove_unused_columns=False, dataset_kwargs={"skip_prepare_dataset": True},
+        dataloader_num_workers=0,
+    )
+
+
+def _train_hf(task: str, model_id: str, train, validation, params: FinetuneParams, workdir: str):
+    """transformers + PEFT + TRL SFTTrainer with :class:`VisionChatCollator` (CPU or GPU)."""
+    from peft import get_peft_model
+    from trl import SFTTrainer
+
+    from brats_llm.llm.model import load_model
+    from brats_llm.train.llm.collator import VisionChatCollator
+    from brats_llm.train.llm.lora import lora_config
+
+    model, processor = load_model(model_id, for_training=True)
+    model = get_peft_model(model, lora_config(params.lora_rank, params.lora_alpha, params.lora_dropout,
+                                              params.finetune_vision_layers))
+    cuda = device() == "cuda"
+    optim = "adamw_torch"
+    if cuda:
+        try:
+            import bitsandbytes  # noqa: F401
+
+            optim = "adamw_8bit"  # the paper's optimizer
+        except ImportError:
+            log.warning("bitsandbytes not installed: plain AdamW instead of the paper's 8-bit AdamW")
+    trainer = SFTTrainer(model=model, args=sft_config(task, params, workdir, cuda=cuda, optim=optim,
+                                                      has_eval=validation is not None),
+                         train_dataset=train, eval_dataset=validation, processing_class=processor,
+                         data_collator=VisionChatCollator(processor))
+    trainer.train()
+    return trainer, model, processor, optim
+
+
+def _train_unsloth(task: str, model_id: str, train, validation, params: FinetuneParams, workdir: str):
+    """Unsloth FastVisionModel + UnslothVisionDataCollator (the paper's setup); CUDA only."""
+    if device() != "cuda":
+        raise BackendUnavailable("the unsloth backend needs a CUDA GPU (Unsloth's FastVisionModel does not run "
+                                 "on CPU); use --backend hf here")
+    try:
+        from unsloth import FastVisionModel  # must be imported before transformers/trl to patch them
+        from unsloth.trainer import UnslothVisionDataCollator
+    except ImportError as error:
+        raise BackendUnavailable(f"the unsloth backend needs the extra: pip install -e '.[unsloth]' ({error})") from error
+    from trl import SFTTrainer
+
+    from brats_llm.conversations.build import to_unsloth
+
+    model, processor = FastVisionModel.from_pretrained(model_id, load_in_4bit=params.load_in_4bit,
+                                                       use_gradient_checkpointing="unsloth" if params.gradient_checkpointing else False)
+    model = FastVisionModel.get_peft_model(
+        model, finetune_vision_layers=params.finetune_vision_layers, finetune_language_layers=True,
+        finetune_attention_modules=True, finetune_mlp_modules=True, r=params.lora_rank,
+        lora_alpha=params.lora_alpha, lora_dropout=params.lora_dropout, bias="none", random_state=params.seed)
+    FastVisionModel.for_training(model)
+    to_rows = lambda dataset: [to_unsloth(row) for row in dataset]  # noqa: E731
+    trainer = SFTTrainer(model=model, processing_class=processor,
+                         data_collator=UnslothVisionDataCollator(model, processor),
+                         train_dataset=to_rows(train), eval_dataset=to_rows(validation) if validation is not None else None,
+                         args=sft_config(task, params, workdir, cuda=True, optim="adamw_8bit",
+                                         has_eval=validation is not None))
+    trainer.train()
+    return trainer, model, processor, "adamw_8bit"
+
+
+def loss_curves(log_history: list[dict[str, Any]]) -> dict[str, list[tuple[int, float]]]:
+    """(step, loss) pairs of the training and validation loss from a Trainer's ``log_history``."""
+    curves: dict[str, list[tuple[int, float]]] = {"train": [], "validation": []}
+    for entry in log_history:
+        if "loss" in entry:
+            curves["train"].append((int(entry["step"]), float(entry["loss"])))
+        if "eval_loss" in entry:
+            curves["validation"].append((int(entry["step"]), float(entry["eval_loss"])))
+    return curves
+
+
+def _write_live(live_dir: Path, task: str, curves: dict[str, list[tuple[int, float]]]) -> None:
+    for split, points in curves.items():
+        text = "step\tloss\n" + "".join(f"{step}\t{loss:.6f}\n" for step, loss in points)
+        atomic.write_text(live_dir / "plots" / "metrics" / split / "loss.tsv", text)
+    final = {split: points[-1][1] for split, points in curves.items() if points}
+    atomic.write_json(live_dir / "metrics.json", {"task": task, "final_loss": final,
+                                                  "steps": curves["train"][-1][0] if curves["train"] else 0})
+
+
+def finetune(task: str, revision_file: str | os.PathLike, out_dir: str | os.PathLike, model_id: str,
+             params: FinetuneParams, *, live_dir: str | os.PathLike | None = None) -> dict[str, Any]:
+    """Train a LoRA adapter for ``task`` on the pinned conversations; save it with its provenance.
+
+    ``out_dir`` gets the PEFT adapter (``adapter_config.json``, ``adapter_model.safetensors``),
+    the processor, and :data:`ADAPTER_RECORD` (base model, dataset revision, params, losses).
+
+    Raises:
+        BackendUnavailable: ``unsloth`` asked for without CUDA or without the extra.
+    """
+    from brats_llm.publish.hub import load_published
+
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; tasks are {TASKS}")
+    splits = load_published(revision_file, f"conversations-{task}")
+    keep = ["images", "messages"]
+    train = splits["train"].select_columns(keep)
+    validation = splits["validation"].select_columns(keep) if "validation" in splits else None
+    if validation is not None and params.eval_rows:
+        validation = validation.select(range(min(params.eval_rows, len(validation))))
+    backend = {"hf": _train_hf, "unsloth": _train_unsloth}[params.backend]
+    with tempfile.TemporaryDirectory(prefix="brats-llm-sft-") as workdir:
+        trainer, model, processor, optim = backend(task, model_id, train, validation, params, workdir)
+    curves = loss_curves(trainer.state.log_history)
+    revision = json.loads(Path(revision_file).read_text())
+    record = {"task": task, "base_model": model_id, "smoke_model": is_smoke_model(model_id), "backend": params.backend,
+              "optimizer": optim, "dataset": {"repo_id": revision.get("repo_id"), "revision": revision["revision"],
+                                              "config": f"conversations-{task}", "train_rows": len(train)},
+              "prompt_version": PROMPT_VERSION, "params": asdict(params),
+              "final_loss": {split: points[-1][1] if points else None for split, points in curves.items()}}
+    with atomic.atomic_dir(out_dir) as staging:
+        model.save_pretrained(staging)
+        processor.save_pretrained(staging)
+        atomic.write_json(staging / ADAPTER_RECORD, record)
+    if live_dir:
+        _write_live(Path(live_dir), task, curves)
+    if params.push_to_hub:
+        from huggingface_hub import HfApi
+
+        HfApi().upload_folder(repo_id=params.push_to_hub, folder_path=str(out_dir), repo_type="model",
+                              commit_message=f"LoRA adapter for {task} on dataset revision {revision['revision']}")
+        record["pushed_to"] = params.push_to_hub
+    return record

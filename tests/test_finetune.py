@@ -1,0 +1,89 @@
+"""LoRA fine-tuning: collator masks, target modules, train -> save -> reload -> generate, backend errors."""
+
+import json
+import re
+
+import pytest
+import torch
+
+from brats_llm.llm.infer import generate, prompt_texts
+from brats_llm.llm.model import ADAPTER_RECORD, load_model
+from brats_llm.publish.hub import load_published
+from brats_llm.train.llm.collator import IGNORE_INDEX, VisionChatCollator
+from brats_llm.train.llm.finetune import BackendUnavailable, finetune, loss_curves
+from brats_llm.train.llm.lora import LANGUAGE_TARGETS, target_modules
+from brats_llm.train.llm.params import FinetuneParams
+
+TASKS = ("cls", "center", "bbox", "polygon")
+
+
+def small(**overrides) -> FinetuneParams:
+    values = dict(batch_size=dict.fromkeys(TASKS, 2), lr=dict.fromkeys(TASKS, 0.05), max_steps=dict.fromkeys(TASKS, 3),
+                  gradient_accumulation=1, warmup_steps=0, eval_steps=2, eval_rows=4)
+    return FinetuneParams(**{**values, **overrides})
+
+
+def test_collator_keeps_only_the_answer_in_the_labels(published, tiny_model):
+    _, processor = load_model(str(tiny_model))
+    rows = list(load_published(published, "conversations-center")["train"].select(range(3)))
+    batch = VisionChatCollator(processor)(rows)
+    tokenizer = processor.tokenizer
+    image_id = tokenizer.convert_tokens_to_ids("<|image|>")
+    for i, row in enumerate(rows):
+        kept = batch["labels"][i][batch["labels"][i] != IGNORE_INDEX]
+        assert tokenizer.decode(kept) == row["messages"][1]["content"][0]["text"] + "<|eot_id|>"
+        assert image_id in batch["input_ids"][i]
+    assert not (batch["labels"] == image_id).any()
+    assert (batch["labels"][batch["attention_mask"] == 0] == IGNORE_INDEX).all()
+
+
+def test_lora_targets_language_only_unless_asked(tiny_model):
+    model, _ = load_model(str(tiny_model))
+    names = [n for n, _ in model.named_modules()]
+    language = [n for n in names if re.fullmatch(LANGUAGE_TARGETS, n)]
+    both = [n for n in names if re.fullmatch(target_modules(True), n)]
+    assert language and all("language_model" in n for n in language)
+    assert any("cross_attn" in n for n in language)  # the image path of the decoder is adapted too
+    assert set(language) < set(both) and any("vision_model" in n for n in both)
+
+
+def test_train_save_reload_generate(published, tiny_model, tmp_path):
+    live = tmp_path / "live"
+    record = finetune("center", published, tmp_path / "adapter", str(tiny_model), small(), live_dir=live)
+    adapter = tmp_path / "adapter"
+    saved = json.loads((adapter / ADAPTER_RECORD).read_text())
+    assert saved["dataset"]["revision"] == json.loads(published.read_text())["revision"] == record["dataset"]["revision"]
+    assert saved["base_model"] == str(tiny_model) and saved["backend"] == "hf" and saved["optimizer"] == "adamw_torch"
+    assert (adapter / "adapter_config.json").is_file() and (adapter / "adapter_model.safetensors").is_file()
+    train_curve = (live / "plots" / "metrics" / "train" / "loss.tsv").read_text().splitlines()
+    assert train_curve[0] == "step\tloss" and len(train_curve) == 4
+    assert len((live / "plots" / "metrics" / "validation" / "loss.tsv").read_text().splitlines()) >= 2
+
+    base, processor = load_model(str(tiny_model))
+    tuned, _ = load_model(str(tiny_model), adapter)
+    lora_b = [p for n, p in tuned.named_parameters() if "lora_B" in n]
+    assert lora_b and any(p.abs().sum() > 0 for p in lora_b)  # trained away from PEFT's zero init
+    rows = load_published(published, "conversations-center")["test"].select(range(2))
+    images = [r[0].convert("RGB") for r in rows["images"]]
+    prompts = prompt_texts(processor, rows["messages"])
+    inputs = processor(images=[[i] for i in images], text=prompts, padding=True, return_tensors="pt")
+    with torch.inference_mode():
+        assert not torch.allclose(base(**inputs).logits, tuned(**inputs).logits)
+    first = generate(tuned, processor, images, prompts, max_new_tokens=12)
+    reloaded, _ = load_model(str(tiny_model), adapter)
+    assert generate(reloaded, processor, images, prompts, max_new_tokens=12) == first
+
+
+def test_unsloth_backend_says_why_it_cannot_run(published, tiny_model, tmp_path):
+    with pytest.raises(BackendUnavailable, match="CUDA"):
+        finetune("cls", published, tmp_path / "a", str(tiny_model), small(backend="unsloth"))
+    assert not (tmp_path / "a").exists()
+
+
+def test_params_and_curves():
+    with pytest.raises(ValueError, match="backend"):
+        FinetuneParams(backend="deepspeed")
+    with pytest.raises(ValueError, match="every task"):
+        FinetuneParams(lr={"cls": 1e-4})
+    history = [{"loss": 2.0, "step": 1}, {"eval_loss": 1.5, "step": 1}, {"loss": 1.0, "step": 2}, {"train_runtime": 1}]
+    assert loss_curves(history) == {"train": [(1, 2.0), (2, 1.0)], "validation": [(1, 1.5)]}
