@@ -24,6 +24,16 @@ def overlay(image: np.ndarray, truth: np.ndarray, pred: np.ndarray, scale: int =
     return cv2.cvtColor(canvas, cv2.COLOR_BGR2RGB)
 
 
+def write_png(path, rgb: np.ndarray) -> None:
+    """Write an RGB uint8 array as a PNG file, atomically (same pixels, same bytes)."""
+    from brats_llm import atomic
+
+    ok, data = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise RuntimeError(f"cannot encode {path}")
+    atomic.write_bytes(path, data.tobytes())
+
+
 def _figure_to_rgb(fig: plt.Figure) -> np.ndarray:
     fig.canvas.draw()
     rgb = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
@@ -63,4 +73,46 @@ def distribution_figure(values: dict[str, list[float]], metric: str) -> np.ndarr
         if vals:
             ax.hlines(np.mean(vals), i - 0.3, i + 0.3, color="black")
     ax.set(xticks=range(len(values)), xticklabels=list(values), ylabel=metric, title=f"per-patient {metric}")
+    return _figure_to_rgb(fig)
+
+
+def gldr_figure(rows: list[tuple[str, str, float]], title: str) -> np.ndarray:
+    """GLDR per patient (fraction of slices labelled HGG) as bars coloured by the true grade."""
+    fig, ax = plt.subplots(figsize=(max(4, 0.35 * len(rows) + 1.5), 3), dpi=100)
+    colours = {"HGG": "tab:red", "LGG": "tab:blue"}
+    ax.bar(range(len(rows)), [g for _, _, g in rows], color=[colours.get(grade, "grey") for _, grade, _ in rows])
+    ax.axhline(0.5, ls=":", color="black", lw=1)
+    ax.set(ylim=(0, 1), ylabel="GLDR (HGG fraction)", title=title, xticks=range(len(rows)))
+    ax.set_xticklabels([pid[-6:] for pid, _, _ in rows], rotation=90, fontsize=6)
+    for grade, colour in colours.items():
+        ax.bar([0], [0], color=colour, label=f"true {grade}")
+    ax.legend(fontsize=7, loc="upper right")
+    return _figure_to_rgb(fig)
+
+
+def shapes_overlay(image: np.ndarray, truth: list[list[float]], pred: list[list[float]] | None, scale: int = 3) -> np.ndarray:
+    """A slice with the true shape (blue) and the predicted one (red): one vertex = a point, else a closed outline."""
+    grey = cv2.resize(image.astype(np.uint8), None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
+    canvas = cv2.cvtColor(grey, cv2.COLOR_GRAY2BGR)
+    for points, colour in ((truth, GT_COLOUR_BGR), (pred, PRED_COLOUR_BGR)):
+        if not points:
+            continue
+        pixels = np.round((np.asarray(points, dtype=float) + 0.5) * scale).astype(np.int32)
+        if len(pixels) == 1:
+            cv2.drawMarker(canvas, tuple(int(v) for v in pixels[0]), colour, cv2.MARKER_CROSS, 9, 2)
+        else:
+            cv2.polylines(canvas, [pixels.reshape(-1, 1, 2)], True, colour, 1)
+    return cv2.cvtColor(canvas, cv2.COLOR_BGR2RGB)
+
+
+def bars_figure(counts: dict[str, dict[str, int]], title: str) -> np.ndarray:
+    """Grouped answer counts, e.g. consistency: image -> answer -> count."""
+    answers = sorted({a for c in counts.values() for a in c})
+    fig, ax = plt.subplots(figsize=(4.5, 3), dpi=100)
+    width = 0.8 / max(len(counts), 1)
+    for i, (name, c) in enumerate(counts.items()):
+        ax.bar(np.arange(len(answers)) + i * width, [c.get(a, 0) for a in answers], width, label=name)
+    ax.set(xticks=np.arange(len(answers)) + 0.4 - width / 2, ylabel="answers", title=title)
+    ax.set_xticklabels(answers, fontsize=7)
+    ax.legend(fontsize=7)
     return _figure_to_rgb(fig)

@@ -1,0 +1,277 @@
+"""The ``evaluate-llm`` stage: score saved LLM predictions per slice, then per patient, beside trivial baselines."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from brats_llm import atomic
+from brats_llm.constants import GRADE_TO_LABEL, IMAGE_SIZE
+from brats_llm.evaluate import figures
+from brats_llm.geometry.shapes import rasterize_box, rasterize_polygon
+from brats_llm.llm.infer import read_predictions
+from brats_llm.metrics.bootstrap import bootstrap_ci, with_intervals
+from brats_llm.metrics.classification import classification_metrics, majority_baseline, roc_auc
+from brats_llm.metrics.points import NO_POINT_DISTANCE, point_metrics
+from brats_llm.metrics.segmentation import dice, hd95, voxel_rates
+
+TIES = ("undetermined", "HGG", "LGG")
+#: Patient-level label when the vote is tied and ``tie`` is "undetermined": scored as a wrong answer.
+UNDETERMINED = -1
+
+
+@dataclass(frozen=True)
+class LlmEvalParams:
+    """``evaluate_llm`` section of params.yaml.
+
+    Attributes:
+        bootstrap: resamples of patients for 95% intervals.
+        seed: bootstrap seed.
+        tie: patient label when HGG and LGG slice votes tie (also 0-0): ``undetermined`` (counted as
+            wrong), ``HGG`` or ``LGG``. The paper does not say.
+        fixed_box_fraction: side of the fixed centred baseline box as a fraction of the image.
+        examples: slices drawn with truth and prediction (segmentation tasks).
+    """
+
+    bootstrap: int = 1000
+    seed: int = 2020
+    tie: str = "undetermined"
+    fixed_box_fraction: float = 0.5
+    examples: int = 4
+
+    def __post_init__(self) -> None:
+        if self.tie not in TIES:
+            raise ValueError(f"tie must be one of {TIES}, got {self.tie!r}")
+
+
+def _csv(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return ""
+    keys = list(rows[0])
+    return ",".join(keys) + "\n" + "".join(",".join(str(r[k]) for k in keys) + "\n" for r in rows)
+
+
+def _rates(values: dict[str, float]) -> dict[str, float]:
+    return {k: v for k, v in values.items() if k not in ("tn", "fp", "fn", "tp", "n")}
+
+
+def patient_votes(rows: list[dict[str, Any]], tie: str) -> list[dict[str, Any]]:
+    """Majority vote, GLDR and mean P(HGG) per patient (in order of first appearance).
+
+    Every slice counts in the GLDR denominator, unparsable ones included.
+    """
+    by_patient: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        by_patient.setdefault(row["patient_id"], []).append(row)
+    out = []
+    for pid, slices in by_patient.items():
+        votes = Counter(r["prediction"] if r["status"] == "ok" else "failed" for r in slices)
+        hgg, lgg = votes.get(1, 0), votes.get(0, 0)
+        if hgg != lgg:
+            pred = int(hgg > lgg)
+        else:
+            pred = UNDETERMINED if tie == "undetermined" else GRADE_TO_LABEL[tie]
+        probabilities = [r["p_hgg"] for r in slices if r.get("p_hgg") is not None]
+        out.append({"patient_id": pid, "grade": slices[0]["grade"], "label": GRADE_TO_LABEL[slices[0]["grade"]],
+                    "slices": len(slices), "votes_hgg": hgg, "votes_lgg": lgg, "votes_ng": votes.get(2, 0),
+                    "failed": votes.get("failed", 0), "gldr": round(hgg / len(slices), 6),
+                    "p_hgg_mean": round(float(np.mean(probabilities)), 6) if probabilities else float("nan"),
+                    "pred": pred})
+    return out
+
+
+def classification_scores(patients: list[dict[str, Any]], train_labels: np.ndarray, params: LlmEvalParams) -> dict[str, Any]:
+    """Patient metrics (an undetermined vote counts as wrong), tally AUC (GLDR) and label-probability AUC."""
+    y = np.array([p["label"] for p in patients])
+    raw = np.array([p["pred"] for p in patients])
+    pred = np.where(raw == UNDETERMINED, 1 - y, raw)
+    gldr = np.array([p["gldr"] for p in patients])
+    prob = np.array([p["p_hgg_mean"] for p in patients], dtype=float)
+
+    def statistic(index: np.ndarray) -> dict[str, float]:
+        values = _rates(classification_metrics(y[index], pred[index], gldr[index]))
+        values["auc_label_probability"] = roc_auc(y[index], prob[index]) if np.isfinite(prob).all() else float("nan")
+        return values
+
+    point = classification_metrics(y, pred, gldr)
+    point["auc_label_probability"] = statistic(np.arange(len(y)))["auc_label_probability"]
+    point["undetermined"] = float(np.sum(raw == UNDETERMINED))
+    result = with_intervals(point, bootstrap_ci(len(y), statistic, resamples=params.bootstrap, seed=params.seed))
+    result["baseline_majority"] = majority_baseline(y, train_labels)
+    return result
+
+
+def _slice_region_metrics(pred: np.ndarray | None, truth: np.ndarray) -> dict[str, float]:
+    if pred is None or not pred.any():
+        empty = np.zeros_like(truth)
+        return {"dice": 0.0, "hd95": NO_POINT_DISTANCE, **voxel_rates(empty, truth)}
+    distance = hd95(pred, truth) if truth.any() else NO_POINT_DISTANCE
+    return {"dice": dice(pred, truth), "hd95": distance, **voxel_rates(pred, truth)}
+
+
+def region_mask(task: str, shape_points: list[list[float]] | None, size: tuple[int, int]) -> np.ndarray | None:
+    """Rasterise a predicted box or polygon on a ``size`` (rows, cols) grid (None stays None)."""
+    if shape_points is None:
+        return None
+    if task == "bbox" and len(shape_points) == 4:
+        return rasterize_box([[int(round(x)), int(round(y))] for x, y in shape_points], size).astype(bool)
+    return rasterize_polygon(shape_points, size).astype(bool)
+
+
+def slice_scores(task: str, predictions: list[Any], truth: list[dict[str, Any]]) -> list[dict[str, float]]:
+    """Per-slice metrics of one task for aligned predictions (None = unusable answer) and truths."""
+    if task == "center":
+        return [point_metrics([p], [t["bbox"]], [t["center"]]) for p, t in zip(predictions, truth)]
+    return [_slice_region_metrics(region_mask(task, p, t["mask"].shape), t["mask"]) for p, t in zip(predictions, truth)]
+
+
+def per_patient(task: str, patient_ids: list[str], predictions: list[Any], truth: list[dict[str, Any]]) -> tuple[list[str], np.ndarray, list[str]]:
+    """Per-patient metric table: centre metrics over the patient's slices; regions: mean of slice metrics."""
+    order = list(dict.fromkeys(patient_ids))
+    groups = {pid: [i for i, p in enumerate(patient_ids) if p == pid] for pid in order}
+    rows = []
+    for pid in order:
+        idx = groups[pid]
+        if task == "center":
+            rows.append(point_metrics([predictions[i] for i in idx], [truth[i]["bbox"] for i in idx],
+                                      [truth[i]["center"] for i in idx]))
+        else:
+            scores = slice_scores(task, [predictions[i] for i in idx], [truth[i] for i in idx])
+            rows.append({k: float(np.mean([s[k] for s in scores])) for k in scores[0]})
+    keys = list(rows[0])
+    return order, np.array([[r[k] for k in keys] for r in rows]), keys
+
+
+def baselines(task: str, train_truth: list[dict[str, Any]], fraction: float, size: int = IMAGE_SIZE) -> dict[str, Any]:
+    """Constant answers: image-centre point / fixed centred box, and the mean training centre / box."""
+    middle = (size - 1) / 2
+    if task == "center":
+        mean_center = np.mean([t["center"] for t in train_truth], axis=0).tolist()
+        return {"image_center": [middle, middle], "mean_train_center": mean_center}
+    half = fraction * size / 2
+    lo, hi = middle - half + 0.5, middle + half - 0.5
+    fixed = [[lo, lo], [hi, lo], [hi, hi], [lo, hi]]
+    limits = np.array([[min(x for x, _ in t["bbox"]), min(y for _, y in t["bbox"]), max(x for x, _ in t["bbox"]),
+                        max(y for _, y in t["bbox"])] for t in train_truth]).mean(axis=0)
+    x0, y0, x1, y1 = limits.tolist()
+    return {"fixed_centered_box": fixed, "mean_train_box": [[x0, y0], [x1, y0], [x1, y1], [x0, y1]]}
+
+
+def geometry_scores(task: str, rows: list[dict[str, Any]], truth: list[dict[str, Any]], train_truth: list[dict[str, Any]],
+                    params: LlmEvalParams) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Patient-mean metrics with intervals, format-failure counts and the constant baselines."""
+    patient_ids = [r["patient_id"] for r in rows]
+    predictions = [r["prediction"] if r["status"] == "ok" else None for r in rows]
+    order, table, keys = per_patient(task, patient_ids, predictions, truth)
+
+    def mean_of(index: np.ndarray) -> dict[str, float]:
+        return dict(zip(keys, table[index].mean(axis=0).tolist()))
+
+    result = with_intervals(mean_of(np.arange(len(order))),
+                            bootstrap_ci(len(order), mean_of, resamples=params.bootstrap, seed=params.seed))
+    size = truth[0]["mask"].shape[0] if "mask" in truth[0] else IMAGE_SIZE
+    for name, constant in baselines(task, train_truth, params.fixed_box_fraction, size).items():
+        _, base_table, _ = per_patient(task, patient_ids, [constant] * len(rows), truth)
+        result[f"baseline_{name}"] = dict(zip(keys, base_table.mean(axis=0).tolist()))
+    patient_rows = [{"patient_id": pid, **{k: f"{v:.6f}" for k, v in zip(keys, values)}} for pid, values in zip(order, table)]
+    return result, patient_rows
+
+
+def _truth(revision_file: str | os.PathLike, rows: list[dict[str, Any]], with_masks: bool) -> tuple[list[dict[str, Any]], list[dict[str, Any]], np.ndarray]:
+    """Ground truth aligned with ``rows`` (box, centre, polygon, mask, image), training boxes and training labels."""
+    from brats_llm.publish.hub import load_published
+
+    geometry = load_published(revision_file, "geometry")["train"]
+    keys = geometry.select_columns(["patient_id", "slice_index", "split", "label", "bbox", "center", "polygon"])
+    by_key = {(g["patient_id"], g["slice_index"]): g for g in keys}
+    train = [g for g in keys if g["split"] == "trainval"]
+    labels = {g["patient_id"]: g["label"] for g in train}
+    truth = []
+    if with_masks:
+        slices = load_published(revision_file, "slices")["train"]
+        index = {}
+        for i, s in enumerate(slices.select_columns(["patient_id", "plane", "slice_index"])):
+            if s["plane"] == "axial":
+                index.setdefault((s["patient_id"], s["slice_index"]), i)
+        for row in rows:
+            key = (row["patient_id"], row["slice_index"])
+            if key not in by_key or key not in index:
+                raise KeyError(f"no ground truth for patient {key[0]} axial slice {key[1]} in {revision_file}")
+            item = slices[index[key]]
+            truth.append({**by_key[key], "mask": np.asarray(item["mask"]) > 0, "image": np.asarray(item["image"])})
+    return truth, train, np.array(list(labels.values()))
+
+
+def evaluate_llm(task: str, pred_dir: str | os.PathLike, revision_file: str | os.PathLike, out_dir: str | os.PathLike,
+                 params: LlmEvalParams) -> dict[str, Any]:
+    """Score one ``llm-infer`` run (no model is loaded).
+
+    Writes ``out_dir/metrics.json`` (``<split>`` -> patient-level metrics with ``_ci_low``/``_ci_high``,
+    baselines and parse-status counts; classification on other planes under ``<split>_<plane>``),
+    ``out_dir/predictions/patients.csv``, ``out_dir/plots/images/*.png`` and ``out_dir/provenance.json``.
+    """
+    rows, run = read_predictions(pred_dir)
+    if run["task"] != task:
+        raise ValueError(f"{pred_dir} holds '{run['task']}' predictions, not '{task}'")
+    if not rows:
+        raise ValueError(f"{pred_dir}: no predictions to score")
+    split = run["dataset"]["split"]
+    truth, train_truth, train_labels = _truth(revision_file, rows, with_masks=task != "cls")
+    metrics: dict[str, Any] = {}
+    images: dict[str, np.ndarray] = {}
+    if task == "cls":
+        table = []
+        for plane in dict.fromkeys(r["plane"] for r in rows):
+            plane_rows = [r for r in rows if r["plane"] == plane]
+            patients = patient_votes(plane_rows, params.tie)
+            result = classification_scores(patients, train_labels, params)
+            result["slices"] = _status_counts(plane_rows)
+            result["slices"]["accuracy"] = float(np.mean([r["status"] == "ok" and r["prediction"] == r["target"] for r in plane_rows]))
+            metrics[split if plane == "axial" else f"{split}_{plane}"] = result
+            table += [{"plane": plane, **p} for p in patients]
+            images[f"gldr_{plane}.png"] = figures.gldr_figure([(p["patient_id"], p["grade"], p["gldr"]) for p in patients],
+                                                              f"GLDR per patient ({plane})")
+    else:
+        result, table = geometry_scores(task, rows, truth, train_truth, params)
+        result["slices"] = _status_counts(rows)
+        metrics[split] = result
+        for i in _example_indices(truth, params.examples):
+            reference = [truth[i]["center"]] if task == "center" else truth[i]["bbox" if task == "bbox" else "polygon"]
+            prediction = rows[i]["prediction"] if rows[i]["status"] == "ok" else None
+            if task == "center" and prediction is not None:
+                prediction = [prediction]
+            images[f"examples/{rows[i]['patient_id']}_{rows[i]['slice_index']}.png"] = figures.shapes_overlay(
+                truth[i]["image"], reference, prediction)
+    out = Path(out_dir)
+    with atomic.atomic_dir(out) as staging:
+        atomic.write_json(staging / "metrics.json", metrics)
+        atomic.write_text(staging / "predictions" / "patients.csv", _csv(table))
+        for name, rgb in images.items():
+            figures.write_png(staging / "plots" / "images" / name, rgb)
+        atomic.write_json(staging / "provenance.json", {"task": task, "predictions": str(pred_dir), "inference": run,
+                                                        "eval_params": dataclasses.asdict(params)})
+    return metrics
+
+
+def _status_counts(rows: list[dict[str, Any]]) -> dict[str, float]:
+    counts = Counter(r["status"] for r in rows)
+    n = len(rows)
+    return {"n": float(n), "ok": float(counts["ok"]), "format_error": float(counts["format_error"]),
+            "invalid_value": float(counts["invalid_value"]), "format_error_rate": counts["format_error"] / n,
+            "invalid_value_rate": counts["invalid_value"] / n}
+
+
+def _example_indices(truth: list[dict[str, Any]], count: int) -> list[int]:
+    """The slice with the largest tumour of the first ``count`` patients."""
+    best: dict[str, int] = {}
+    for i, t in enumerate(truth):
+        pid = t["patient_id"]
+        if pid not in best or t["mask"].sum() > truth[best[pid]]["mask"].sum():
+            best[pid] = i
+    return list(best.values())[:count]

@@ -1,0 +1,111 @@
+"""Scoring LLM predictions: votes, ties, AUCs against scikit-learn, region metrics, failures kept in denominators."""
+
+import json
+
+import numpy as np
+import pytest
+from sklearn.metrics import f1_score, roc_auc_score
+
+from brats_llm.evaluate.llm import (UNDETERMINED, LlmEvalParams, baselines, classification_scores, evaluate_llm,
+                                    patient_votes, region_mask)
+from brats_llm.geometry.shapes import rasterize_box
+from brats_llm.publish.hub import load_published
+
+FAST = LlmEvalParams(bootstrap=50)
+
+
+def row(pid, grade, prediction, status="ok", p_hgg=None, **extra):
+    return {"patient_id": pid, "grade": grade, "prediction": prediction, "status": status, "p_hgg": p_hgg,
+            "plane": "axial", **extra}
+
+
+def test_majority_vote_gldr_and_ties():
+    rows = [row("a", "HGG", 1), row("a", "HGG", 1), row("a", "HGG", 0), row("a", "HGG", None, "format_error"),
+            row("b", "LGG", 1), row("b", "LGG", 0), row("c", "LGG", 2)]
+    votes = {p["patient_id"]: p for p in patient_votes(rows, "undetermined")}
+    assert (votes["a"]["pred"], votes["a"]["gldr"], votes["a"]["failed"]) == (1, 0.5, 1)  # failures stay in the denominator
+    assert votes["b"]["pred"] == votes["c"]["pred"] == UNDETERMINED
+    assert {p["patient_id"]: p["pred"] for p in patient_votes(rows, "LGG")} == {"a": 1, "b": 0, "c": 0}
+
+
+def test_classification_scores_match_scikit_learn():
+    rng = np.random.default_rng(1)
+    patients = [{"label": int(label), "pred": int(pred), "gldr": float(g), "p_hgg_mean": float(p)}
+                for label, pred, g, p in zip([1, 1, 1, 0, 0, 1, 0, 1], [1, 0, UNDETERMINED, 0, 1, 1, UNDETERMINED, 1],
+                                             rng.uniform(size=8), rng.uniform(size=8))]
+    result = classification_scores(patients, np.array([1, 1, 0]), FAST)
+    y = [p["label"] for p in patients]
+    scored = [p["pred"] if p["pred"] != UNDETERMINED else 1 - p["label"] for p in patients]
+    assert result["accuracy"] == pytest.approx(np.mean(np.array(scored) == y))
+    assert result["f1"] == pytest.approx(f1_score(y, scored))
+    assert result["auc"] == pytest.approx(roc_auc_score(y, [p["gldr"] for p in patients]))
+    assert result["auc_label_probability"] == pytest.approx(roc_auc_score(y, [p["p_hgg_mean"] for p in patients]))
+    assert result["undetermined"] == 2 and result["baseline_majority"]["recall"] == 1.0
+    assert result["accuracy_ci_low"] <= result["accuracy"] <= result["accuracy_ci_high"]
+
+
+def write_predictions(folder, task, rows):
+    folder.mkdir(parents=True)
+    (folder / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (folder / "run.json").write_text(json.dumps({"task": task, "dataset": {"split": "test"}, "model": "m"}))
+
+
+@pytest.fixture(scope="module")
+def truth(published):
+    geometry = load_published(published, "geometry")["train"]
+    rows = [g for g in geometry.remove_columns("image") if g["split"] == "test"]
+    slices = load_published(published, "slices")["train"].remove_columns("image")
+    masks = {(s["patient_id"], s["slice_index"]): np.asarray(s["mask"]) > 0 for s in slices if s["plane"] == "axial"}
+    return rows, masks
+
+
+def test_perfect_boxes_score_as_the_rasterised_truth(published, truth, tmp_path):
+    rows, masks = truth
+    preds = [row(g["patient_id"], g["grade"], g["bbox"], slice_index=g["slice_index"]) for g in rows]
+    preds[0] = {**preds[0], "status": "format_error", "prediction": None}
+    write_predictions(tmp_path / "pred", "bbox", preds)
+    metrics = evaluate_llm("bbox", tmp_path / "pred", published, tmp_path / "out", FAST)["test"]
+    expected = {}
+    for i, g in enumerate(rows):
+        mask = masks[(g["patient_id"], g["slice_index"])]
+        pred = rasterize_box(g["bbox"], mask.shape).astype(bool) if i else np.zeros_like(mask)
+        expected.setdefault(g["patient_id"], []).append(f1_score(mask.ravel(), pred.ravel(), zero_division=0.0))
+    assert metrics["dice"] == pytest.approx(np.mean([np.mean(v) for v in expected.values()]))
+    assert metrics["slices"]["format_error"] == 1 and metrics["slices"]["n"] == len(rows)
+    assert {"baseline_fixed_centered_box", "baseline_mean_train_box"} <= set(metrics)
+    assert metrics["dice"] > metrics["baseline_fixed_centered_box"]["dice"]
+    assert (tmp_path / "out" / "predictions" / "patients.csv").read_text().count("\n") == len(expected) + 1
+    assert list((tmp_path / "out" / "plots" / "images" / "examples").glob("*.png"))
+
+
+def test_true_centres_are_inside_their_boxes(published, truth, tmp_path):
+    rows, _ = truth
+    preds = [row(g["patient_id"], g["grade"], g["center"], slice_index=g["slice_index"]) for g in rows]
+    write_predictions(tmp_path / "pred", "center", preds)
+    metrics = evaluate_llm("center", tmp_path / "pred", published, tmp_path / "out", FAST)["test"]
+    assert metrics["in_box"] == 1.0 and metrics["p95_center_distance"] == 0.0 and metrics["p95_box_distance"] == 0.0
+    assert metrics["baseline_image_center"]["p95_center_distance"] > 0
+
+
+def test_classification_end_to_end_and_task_mismatch(published, truth, tmp_path):
+    rows, _ = truth
+    preds = [row(g["patient_id"], g["grade"], g["label"], p_hgg=0.9 if g["label"] else 0.1, slice_index=g["slice_index"],
+                 target=g["label"]) for g in rows]
+    write_predictions(tmp_path / "pred", "cls", preds)
+    metrics = evaluate_llm("cls", tmp_path / "pred", published, tmp_path / "out", FAST)["test"]
+    assert metrics["accuracy"] == 1.0 and metrics["slices"]["accuracy"] == 1.0
+    assert (tmp_path / "out" / "plots" / "images" / "gldr_axial.png").is_file()
+    with pytest.raises(ValueError, match="'cls' predictions, not 'bbox'"):
+        evaluate_llm("bbox", tmp_path / "pred", published, tmp_path / "x", FAST)
+
+
+def test_baselines_and_rasterising():
+    train = [{"bbox": [[10, 20], [30, 20], [30, 40], [10, 40]], "center": [20, 30]},
+             {"bbox": [[20, 30], [40, 30], [40, 50], [20, 50]], "center": [30, 40]}]
+    assert baselines("center", train, 0.5) == {"image_center": [63.5, 63.5], "mean_train_center": [25.0, 35.0]}
+    boxes = baselines("bbox", train, 0.5)
+    assert boxes["mean_train_box"] == [[15.0, 25.0], [35.0, 25.0], [35.0, 45.0], [15.0, 45.0]]
+    assert region_mask("bbox", boxes["fixed_centered_box"], (128, 128)).sum() == 64 * 64
+    assert region_mask("polygon", None, (128, 128)) is None
+    with pytest.raises(ValueError, match="tie"):
+        LlmEvalParams(tie="coin")
