@@ -1,0 +1,117 @@
+"""The ``llm-consistency`` stage: one slice and prompt asked N times; the distribution of answers."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from brats_llm import atomic
+from brats_llm.conversations.parse import parse_answer
+from brats_llm.conversations.prompts import CLASS_ANSWERS, PROMPT_VERSION
+from brats_llm.llm.infer import generate, prompt_texts
+from brats_llm.llm.model import is_smoke_model, load_model
+
+
+@dataclass(frozen=True)
+class ConsistencyParams:
+    """``llm_consistency`` section of params.yaml.
+
+    Attributes:
+        repeats: times each image + prompt is asked (paper: 95).
+        do_sample: sample answers (the paper's setting: answers varied); greedy decoding gives N identical
+            answers by construction, which the output then says.
+        temperature, top_p: sampling settings (Llama 3.2 Vision's generation_config: 0.6, 0.9).
+        max_new_tokens: answer length limit.
+        batch_size: repeats per generate call.
+        seed: sampling seed.
+        split: conversation split the two images come from.
+    """
+
+    repeats: int = 95
+    do_sample: bool = True
+    temperature: float = 0.6
+    top_p: float = 0.9
+    max_new_tokens: int = 64
+    batch_size: int = 16
+    seed: int = 2020
+    split: str = "test"
+
+
+def pick_slices(meta: list[dict[str, Any]]) -> dict[str, int]:
+    """Row index of one HGG and one LGG image: the middle axial slice of the first patient of each grade."""
+    chosen = {}
+    for grade in ("HGG", "LGG"):
+        patient = next((r["patient_id"] for r in meta if r["grade"] == grade and r["plane"] == "axial"), None)
+        if patient is None:
+            continue
+        rows = [i for i, r in enumerate(meta) if r["patient_id"] == patient and r["plane"] == "axial"]
+        chosen[grade] = rows[len(rows) // 2]
+    if not chosen:
+        raise ValueError("no axial HGG or LGG slice to test consistency on")
+    return chosen
+
+
+def answer_label(text: str) -> str:
+    parsed = parse_answer("cls", text)
+    return CLASS_ANSWERS[parsed.value].split("-")[0] if parsed.status == "ok" else "unparsable"
+
+
+def consistency(revision_file: str | os.PathLike, out_dir: str | os.PathLike, model_id: str, params: ConsistencyParams, *,
+                adapters: dict[str, str | os.PathLike | None], progress: bool = True) -> dict[str, Any]:
+    """Ask the classification prompt ``repeats`` times per image, for each model variant in ``adapters``.
+
+    Args:
+        adapters: variant name -> adapter folder (None = the general, zero-shot model).
+
+    Writes ``answers.jsonl`` (every answer), ``metrics.json`` (counts and agreement = share of the
+    most frequent answer) and ``plots/images/consistency_<variant>.png`` under ``out_dir``.
+    """
+    from brats_llm.evaluate.figures import bars_figure, write_png
+    from brats_llm.publish.hub import load_published
+
+    rows = load_published(revision_file, "conversations-cls")[params.split]
+    meta = list(rows.select_columns(["patient_id", "grade", "plane", "slice_index"]))
+    chosen = pick_slices(meta)
+    answers, metrics, pictures = [], {}, {}
+    decoding = (f"sampled (temperature {params.temperature}, top_p {params.top_p})" if params.do_sample
+                else "greedy: every repeat is identical by construction")
+    for variant, adapter in adapters.items():
+        model, processor = load_model(model_id, adapter)
+        metrics[variant] = {}
+        for number, (grade, index) in enumerate(chosen.items()):
+            row = rows[index]
+            image, prompt = row["images"][0].convert("RGB"), prompt_texts(processor, [row["messages"]])[0]
+            texts: list[str] = []
+            for start in tqdm(range(0, params.repeats, params.batch_size), desc=f"consistency {variant} {grade}",
+                              disable=not progress, leave=False):
+                n = min(params.batch_size, params.repeats - start)
+                texts += generate(model, processor, [image] * n, [prompt] * n, max_new_tokens=params.max_new_tokens,
+                                  do_sample=params.do_sample, temperature=params.temperature, top_p=params.top_p,
+                                  seed=params.seed + 1000 * number + start)
+            labels = [answer_label(t) for t in texts]
+            counts = Counter(labels)
+            metrics[variant][f"{grade}_image"] = {"patient_id": meta[index]["patient_id"],
+                                                  "slice_index": meta[index]["slice_index"],
+                                                  **{k: counts.get(k, 0) for k in ("HGG", "LGG", "NG", "unparsable")},
+                                                  "agreement": max(counts.values()) / len(labels),
+                                                  "distinct_answers": len(set(texts))}
+            answers += [{"variant": variant, "grade": grade, "repeat": i, "response": t, "label": lab}
+                        for i, (t, lab) in enumerate(zip(texts, labels))]
+        pictures[variant] = bars_figure({k: {a: v[a] for a in ("HGG", "LGG", "NG", "unparsable")}
+                                         for k, v in metrics[variant].items()}, f"{params.repeats} answers ({variant})")
+    record = {"model": model_id, "smoke_model": is_smoke_model(model_id), "adapters": {k: str(v) if v else None for k, v in adapters.items()},
+              "decoding": decoding, "prompt_version": PROMPT_VERSION, "params": asdict(params),
+              "dataset_revision": json.loads(Path(revision_file).read_text())["revision"]}
+    with atomic.atomic_dir(out_dir) as staging:
+        atomic.write_text(staging / "answers.jsonl", "".join(json.dumps(a, sort_keys=True) + "\n" for a in answers))
+        atomic.write_json(staging / "metrics.json", metrics)
+        atomic.write_json(staging / "provenance.json", record)
+        for variant, rgb in pictures.items():
+            write_png(staging / "plots" / "images" / f"consistency_{variant}.png", rgb)
+    return metrics

@@ -1,0 +1,27 @@
+"""Consistency test: N answers per image, greedy repeats identical, sampled ones recorded with their setting."""
+
+import json
+
+from brats_llm.llm.consistency import ConsistencyParams, answer_label, consistency, pick_slices
+
+
+def test_pick_one_middle_slice_per_grade():
+    meta = [{"patient_id": p, "grade": g, "plane": "axial", "slice_index": i}
+            for p, g, n in (("a", "HGG", 5), ("b", "LGG", 3), ("c", "HGG", 2)) for i in range(n)]
+    assert pick_slices(meta) == {"HGG": 2, "LGG": 6}
+    assert answer_label('{"label": "LGG-0"}') == "LGG" and answer_label("no idea") == "unparsable"
+
+
+def test_greedy_and_sampled_runs(published, tiny_model, tmp_path):
+    greedy = ConsistencyParams(repeats=5, do_sample=False, max_new_tokens=6, batch_size=2)
+    metrics = consistency(published, tmp_path / "greedy", str(tiny_model), greedy, adapters={"general": None}, progress=False)
+    for image in metrics["general"].values():
+        assert image["distinct_answers"] == 1 and image["HGG"] + image["LGG"] + image["NG"] + image["unparsable"] == 5
+    record = json.loads((tmp_path / "greedy" / "provenance.json").read_text())
+    assert record["decoding"].startswith("greedy") and record["smoke_model"] is True
+    sampled = ConsistencyParams(repeats=6, do_sample=True, temperature=1.5, top_p=1.0, max_new_tokens=6, batch_size=4)
+    metrics = consistency(published, tmp_path / "sampled", str(tiny_model), sampled, adapters={"general": None}, progress=False)
+    assert any(image["distinct_answers"] > 1 for image in metrics["general"].values())
+    answers = (tmp_path / "sampled" / "answers.jsonl").read_text().splitlines()
+    assert len(answers) == 6 * len(metrics["general"])
+    assert (tmp_path / "sampled" / "plots" / "images" / "consistency_general.png").is_file()
