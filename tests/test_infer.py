@@ -56,8 +56,10 @@ def test_label_probabilities_match_a_manual_forward_pass(tiny_model, test_rows):
     tokenizer = processor.tokenizer
     for image, prompt, probability in zip(images, prompts, p_hgg):
         scores = []
+        full = [tokenizer(prompt + LABEL_PREFIX + label, add_special_tokens=False)["input_ids"] for label in ("LGG-0", "HGG-1")]
+        head = len(tokenizer(prompt + LABEL_PREFIX, add_special_tokens=False)["input_ids"])
+        assert full[0][:head] == full[1][:head] and full[0][head] != full[1][head]  # they part at the label
         for label in ("LGG-0", "HGG-1"):
-            head = len(tokenizer(prompt + LABEL_PREFIX, add_special_tokens=False)["input_ids"])
             inputs = processor(images=[[image]], text=[prompt + LABEL_PREFIX + label], return_tensors="pt",
                                add_special_tokens=False)
             ids = inputs["input_ids"][0]

@@ -100,11 +100,10 @@ def generate(model, processor, images: list, prompts: list[str], *, max_new_toke
 def label_probabilities(model, processor, images: list, prompts: list[str]) -> np.ndarray:
     """P(HGG) per slice from the log-likelihood of the two label continuations after :data:`LABEL_PREFIX`.
 
-    Both continuations ("LGG-0", "HGG-1") are scored in one forward pass (teacher forcing); the
-    probability is renormalised over the two, so "NG-2" and free text do not enter it.
-
-    Raises:
-        RuntimeError: the tokenizer merges the prefix with a label across the boundary.
+    Both answers ("...LGG-0", "...HGG-1") are scored in one forward pass (teacher forcing) from the
+    first token where their tokenisations differ (Llama 3's pre-tokenizer may merge the quote with
+    the label), so both are conditioned on the same context. The probability is renormalised over
+    the two labels; "NG-2" and free text do not enter it.
     """
     import torch
 
@@ -112,13 +111,11 @@ def label_probabilities(model, processor, images: list, prompts: list[str]) -> n
     labels = [CLASS_ANSWERS[0], CLASS_ANSWERS[1]]
     texts, starts = [], []
     for prompt in prompts:
-        head = tokenizer(prompt + LABEL_PREFIX, add_special_tokens=False)["input_ids"]
+        ids = [tokenizer(prompt + LABEL_PREFIX + label, add_special_tokens=False)["input_ids"] for label in labels]
+        common = next((i for i, (a, b) in enumerate(zip(*ids)) if a != b), min(map(len, ids)))
         for label in labels:
-            full = tokenizer(prompt + LABEL_PREFIX + label, add_special_tokens=False)["input_ids"]
-            if full[:len(head)] != head:
-                raise RuntimeError(f"tokenizer merges {LABEL_PREFIX!r} with {label!r}; cannot score labels")
             texts.append(prompt + LABEL_PREFIX + label)
-            starts.append(len(head))
+            starts.append(common)
     tokenizer.padding_side = "right"
     inputs = processor(images=[[image] for image in images for _ in labels], text=texts, padding=True,
                        return_tensors="pt", add_special_tokens=False).to(model.device)
