@@ -52,9 +52,12 @@ class Table:
 
 
 def _number(value: Any, digits: int) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    """A fixed-point cell; missing or undefined values (None, NaN, dvclive's "nan" strings) read "n/a"."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
         return "n/a"
-    return f"{value:.{digits}f}"
+    return "n/a" if math.isnan(number) else f"{number:.{digits}f}"
 
 
 def our_value(metrics: dict[str, Any], metric: str) -> tuple[float | None, float | None, float | None, str]:
