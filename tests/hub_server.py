@@ -82,13 +82,13 @@ def make_handler(state: HubState):
                 return self._json(200, {"url": f"http://127.0.0.1/datasets/{repo}", "name": repo})
             if path == "/api/validate-yaml":  # README metadata check before a commit
                 return self._json(200, {"errors": [], "warnings": []})
-            match = re.match(r"^/api/datasets/(.+)/preupload/(.+)$", path)
+            match = re.match(r"^/api/(?:datasets|models)/(.+)/preupload/(.+)$", path)
             if match:
                 files = json.loads(body)["files"]
                 return self._json(200, {"files": [
                     {"path": f["path"], "uploadMode": "lfs" if f["path"].endswith(".parquet") else "regular",
                      "shouldIgnore": False, "oid": None} for f in files]})
-            match = re.match(r"^/datasets/(.+)\.git/info/lfs/objects/batch$", path)
+            match = re.match(r"^/(?:datasets/)?(.+)\.git/info/lfs/objects/batch$", path)
             if match:
                 objects = json.loads(body)["objects"]
                 host = f"http://{self.headers['Host']}"
@@ -96,7 +96,7 @@ def make_handler(state: HubState):
                     {"oid": o["oid"], "size": o["size"], "authenticated": True,
                      "actions": {"upload": {"href": f"{host}/lfs-upload/{o['oid']}"}}} for o in objects]}).encode(),
                     content_type="application/vnd.git-lfs+json")
-            match = re.match(r"^/api/datasets/(.+)/commit/(.+)$", path)
+            match = re.match(r"^/api/(?:datasets|models)/(.+)/commit/(.+)$", path)
             if match:
                 repo = unquote(match.group(1))
                 with state.lock:
@@ -134,7 +134,7 @@ def make_handler(state: HubState):
             if not self._guard():
                 return
             path = urlparse(self.path).path
-            match = re.match(r"^/api/datasets/([^/]+/[^/]+)(?:/revision/(.+))?$", path)
+            match = re.match(r"^/api/(?:datasets|models)/([^/]+/[^/]+)(?:/revision/(.+))?$", path)
             if match:
                 repo, revision = unquote(match.group(1)), unquote(match.group(2) or "main")
                 if repo not in state.repos:
@@ -145,7 +145,7 @@ def make_handler(state: HubState):
                     return self._json(404, {"error": "Revision not found"})
                 return self._json(200, {"id": repo, "sha": sha, "private": state.repos[repo]["private"],
                                         "siblings": [{"rfilename": p} for p in sorted(files)]})
-            match = re.match(r"^/api/datasets/([^/]+/[^/]+)/tree/([^/]+)(?:/(.*))?$", path)
+            match = re.match(r"^/api/(?:datasets|models)/([^/]+/[^/]+)/tree/([^/]+)(?:/(.*))?$", path)
             if match:  # recursive listing (snapshot_download)
                 repo, revision, prefix = unquote(match.group(1)), unquote(match.group(2)), unquote(match.group(3) or "")
                 try:
@@ -162,7 +162,7 @@ def make_handler(state: HubState):
                                     "oid": hashlib.sha1(content).hexdigest()})
                 entries += [{"type": "directory", "path": f, "size": 0, "oid": "0" * 40} for f in sorted(folders)]
                 return self._json(200, entries)
-            match = re.match(r"^/datasets/([^/]+/[^/]+)/resolve/([^/]+)/(.+)$", path)
+            match = re.match(r"^/(?:datasets/)?([^/]+/[^/]+)/resolve/([^/]+)/(.+)$", path)
             if match:
                 repo, revision, file = unquote(match.group(1)), unquote(match.group(2)), unquote(match.group(3))
                 try:

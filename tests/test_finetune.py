@@ -87,3 +87,23 @@ def test_params_and_curves():
         FinetuneParams(lr={"cls": 1e-4})
     history = [{"loss": 2.0, "step": 1}, {"eval_loss": 1.5, "step": 1}, {"loss": 1.0, "step": 2}, {"train_runtime": 1}]
     assert loss_curves(history) == {"train": [(1, 2.0), (2, 1.0)], "validation": [(1, 1.5)]}
+
+
+def test_adapter_is_pushed_privately_to_the_datasets_hub(published, tiny_model, tmp_path, monkeypatch):
+    from tests.hub_server import HubServer
+
+    token = "hf_testADAPTERtoken0123"
+    monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
+    monkeypatch.setenv("HF_TOKEN", token)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_DISABLE_XET", True, raising=False)
+    with HubServer() as hub:
+        revision = {**json.loads(published.read_text()), "endpoint": hub.endpoint}
+        (tmp_path / "revision.json").write_text(json.dumps(revision))
+        record = finetune("bbox", tmp_path / "revision.json", tmp_path / "adapter", str(tiny_model),
+                          small(push_to_hub="lab/bbox-adapter", max_steps=dict.fromkeys(TASKS, 1)))
+        repo = hub.state.repos["lab/bbox-adapter"]
+        sha, files = hub.state.files("lab/bbox-adapter", "main")
+    assert repo["private"] and record["pushed_to"] == {"repo_id": "lab/bbox-adapter", "commit": sha}
+    assert files["adapter_model.safetensors"] == (tmp_path / "adapter" / "adapter_model.safetensors").read_bytes()
+    assert ADAPTER_RECORD in files and token.encode() not in files[ADAPTER_RECORD]

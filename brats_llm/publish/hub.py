@@ -93,25 +93,30 @@ def folder_revision(folder: Path) -> str:
     return digest.hexdigest()[:40]
 
 
-def upload(folder: Path, params: PublishParams) -> str:
-    """Create (if needed) and upload the folder to the Hub in one commit; return the commit sha.
+def upload_to_hub(folder: Path, repo_id: str, *, repo_type: str = "dataset", private: bool = True,
+                  endpoint: str | None = None, message: str = "brats-llm publish") -> str:
+    """Create the repo (private, if needed) and upload ``folder`` in one commit; return the commit sha.
 
     The token comes from ``HF_TOKEN`` or ``huggingface-cli login`` (huggingface_hub resolves it).
 
     Raises:
         PublishError: authentication, network or server failure (the local folder is kept).
     """
-    api = HfApi(endpoint=params.endpoint or None)
-    where = f"{api.endpoint}/datasets/{params.repo_id}"
+    api = HfApi(endpoint=endpoint or None)
+    where = f"{api.endpoint}/{'datasets/' if repo_type == 'dataset' else ''}{repo_id}"
     try:
-        api.create_repo(params.repo_id, repo_type="dataset", private=params.private, exist_ok=True)
-        info = api.upload_folder(repo_id=params.repo_id, repo_type="dataset", folder_path=str(folder),
-                                 commit_message="brats-llm publish")
+        api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True)
+        info = api.upload_folder(repo_id=repo_id, repo_type=repo_type, folder_path=str(folder), commit_message=message)
     except Exception as error:  # HTTP, connection and validation errors of huggingface_hub / requests / httpx
         status = getattr(getattr(error, "response", None), "status_code", None)
         hint = " (check HF_TOKEN or `huggingface-cli login`)" if status in (401, 403) else ""
-        raise PublishError(f"publish to {where} failed: {type(error).__name__}{f' HTTP {status}' if status else ''}{hint}") from None
+        raise PublishError(f"upload to {where} failed: {type(error).__name__}{f' HTTP {status}' if status else ''}{hint}") from None
     return info.oid
+
+
+def upload(folder: Path, params: PublishParams) -> str:
+    """Upload the dataset repo folder as ``params`` say; see :func:`upload_to_hub`."""
+    return upload_to_hub(folder, params.repo_id, private=params.private, endpoint=params.endpoint or None)
 
 
 def publish(volumes: str | os.PathLike, slices: str | os.PathLike, geometry: str | os.PathLike,

@@ -22,10 +22,15 @@ class BackendUnavailable(RuntimeError):
     """The requested backend cannot run here (no CUDA for Unsloth, or the extra is not installed)."""
 
 
-def sft_config(task: str, params: FinetuneParams, output_dir: str, *, cuda: bool, optim: str, has_eval: bool):
-    """TRL ``SFTConfig`` shared by both backends (raw rows go to our collator untouched)."""
+def sft_config(task: str, params: FinetuneParams, output_dir: str, *, cuda: bool, optim: str, has_eval: bool,
+               checkpointing: bool | None = None):
+    """TRL ``SFTConfig`` shared by both backends (raw rows go to the collator untouched).
+
+    ``checkpointing`` overrides ``params.gradient_checkpointing`` (Unsloth checkpoints inside the model).
+    """
     from trl import SFTConfig
 
+    checkpointing = params.gradient_checkpointing if checkpointing is None else checkpointing
     return SFTConfig(
         output_dir=output_dir, per_device_train_batch_size=params.batch_size[task],
         per_device_eval_batch_size=params.batch_size[task], gradient_accumulation_steps=params.gradient_accumulation,
@@ -33,8 +38,8 @@ def sft_config(task: str, params: FinetuneParams, output_dir: str, *, cuda: bool
         lr_scheduler_type="linear", optim=optim, weight_decay=0.0, seed=params.seed, data_seed=params.seed,
         logging_steps=1, eval_strategy="steps" if has_eval else "no", eval_steps=params.eval_steps,
         save_strategy="no", report_to="none", disable_tqdm=False,
-        gradient_checkpointing=params.gradient_checkpointing,
-        gradient_checkpointing_kwargs={"use_reentrant": False} if params.gradient_checkpointing else None,
+        gradient_checkpointing=checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False} if checkpointing else None,
         bf16=cuda, fp16=False, use_cpu=not cuda, max_length=None,  # never truncate image tokens
         remove_unused_columns=False, dataset_kwargs={"skip_prepare_dataset": True},
         dataloader_num_workers=0,
@@ -96,7 +101,7 @@ def _train_unsloth(task: str, model_id: str, train, validation, params: Finetune
                          data_collator=UnslothVisionDataCollator(model, processor),
                          train_dataset=to_rows(train), eval_dataset=to_rows(validation) if validation is not None else None,
                          args=sft_config(task, params, workdir, cuda=True, optim="adamw_8bit",
-                                         has_eval=validation is not None))
+                                         has_eval=validation is not None, checkpointing=False))
     trainer.train()
     return trainer, model, processor, "adamw_8bit"
 
@@ -157,10 +162,10 @@ def finetune(task: str, revision_file: str | os.PathLike, out_dir: str | os.Path
         atomic.write_json(staging / ADAPTER_RECORD, record)
     if live_dir:
         _write_live(Path(live_dir), task, curves)
-    if params.push_to_hub:
-        from huggingface_hub import HfApi
+    if params.push_to_hub:  # to the Hub the dataset came from (its endpoint is in the revision file)
+        from brats_llm.publish.hub import upload_to_hub
 
-        HfApi().upload_folder(repo_id=params.push_to_hub, folder_path=str(out_dir), repo_type="model",
-                              commit_message=f"LoRA adapter for {task} on dataset revision {revision['revision']}")
-        record["pushed_to"] = params.push_to_hub
+        record["pushed_to"] = {"repo_id": params.push_to_hub, "commit": upload_to_hub(
+            Path(out_dir), params.push_to_hub, repo_type="model", endpoint=revision.get("endpoint"),
+            message=f"LoRA adapter for {task} on dataset revision {revision['revision']}")}
     return record
