@@ -68,6 +68,8 @@ def main(verbose: bool) -> None:
     \b
     Pipeline:  demo -> prepare -> split -> train-cnn -> evaluate-cnn
                split -> slices -> geometry -> conversations -> publish
+               publish -> llm-infer (zero-shot) / llm-finetune -> llm-infer --adapter -> evaluate-llm
+               tiny-model (the embedded default LLM); llm-consistency
     Example:   brats-llm demo data/raw/demo --patients 8 --seed 1
                brats-llm prepare data/raw/demo data/volumes --report data/prepare_report.json
                brats-llm split data/volumes data/splits.csv
@@ -352,3 +354,169 @@ def publish(volumes_dir: Path, slices_dir: Path, geometry_dir: Path, conversatio
     record = run_publish(volumes_dir, slices_dir, geometry_dir, conversations_dir, out_dir, revision_file, params,
                          used, version.get("dvc_md5", version.get("fingerprint", "")), synthetic)
     click.echo(f"published {len(record['configs'])} configs to {record['repo_id'] or out_dir} @ {record['revision']}", err=True)
+
+
+TASK_CHOICE = click.Choice(["cls", "center", "bbox", "polygon"])
+MODEL_HELP = ("Base model: Hub id (paper: unsloth/Llama-3.2-11B-Vision-Instruct) or local folder. dvc.yaml passes "
+              "${llm.model}, so `dvc exp run -S llm.model=...` switches every LLM stage.")
+
+
+@main.command("tiny-model")
+@click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
+@params_option
+@friendly_errors
+def tiny_model(out_dir: Path, params_file: Path | None) -> None:
+    """Build the embedded default LLM offline: a tiny random Mllama (LLaMA 3.2 Vision architecture) in OUT_DIR.
+
+    It has a locally trained byte-level BPE tokenizer with the Llama 3 special tokens and <|image|>,
+    a Llama 3.2 Vision style chat template and a small-tile image processor, saved with
+    save_pretrained, so every LLM command loads it exactly as the real model. Its answers are
+    noise: metrics from it test the plumbing, and reports label them as smoke-model results.
+    """
+    from brats_llm.llm.tiny import TinyModelParams, build_tiny_model
+
+    params = resolve(TinyModelParams, "tiny_model", params_file)
+    click.echo(f"tiny Mllama -> {build_tiny_model(out_dir, params)}", err=True)
+
+
+@main.command("llm-infer")
+@click.option("--task", type=TASK_CHOICE, required=True, help="Which conversation config to answer.")
+@click.argument("revision_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--model", help=f"{MODEL_HELP} [params: llm.model]")
+@click.option("--adapter", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="LoRA adapter folder (from llm-finetune) applied on the base model.")
+@click.option("--batch-size", type=click.IntRange(min=1), help="Slices per generate call [params: llm.batch_size].")
+@click.option("--max-rows", type=click.IntRange(min=0), help="Only the first N rows (0 = all) [params: llm.max_rows].")
+@params_option
+@friendly_errors
+def llm_infer(task: str, revision_file: Path, out_dir: Path, model: str | None, adapter: Path | None,
+              batch_size: int | None, max_rows: int | None, params_file: Path | None) -> None:
+    """Answer one task's conversation split with a vision-LLM; write OUT_DIR/predictions.jsonl + run.json.
+
+    The dataset is loaded by the revision pinned in REVISION_FILE (data/hub_revision.json). Batched,
+    greedy decoding unless llm.do_sample; max new tokens per task. Every slice keeps a row: raw
+    response, parse status (ok / format_error / invalid_value) and parsed value; classification
+    rows also get p_hgg, the label-token probability of HGG-1 vs LGG-0. Score with evaluate-llm.
+
+    \b
+    Example:  brats-llm llm-infer --task bbox data/hub_revision.json models/llm/zeroshot/bbox
+              brats-llm llm-infer --task cls --adapter models/llm/adapters/cls data/hub_revision.json OUT
+    """
+    from brats_llm.llm.infer import InferParams, infer
+
+    params = resolve(InferParams, "llm", params_file, model=model, batch_size=batch_size, max_rows=max_rows)
+    run = infer(task, revision_file, out_dir, params, adapter=adapter)
+    click.echo(f"{task}: {run['rows']} rows {run['status']} -> {out_dir}", err=True)
+
+
+@main.command("llm-finetune")
+@click.option("--task", type=TASK_CHOICE, required=True, help="Which conversation config to train on.")
+@click.argument("revision_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--model", default="models/tiny-mllama", show_default=True, help=MODEL_HELP)
+@click.option("--backend", type=click.Choice(["hf", "unsloth"]),
+              help="hf: transformers + PEFT + TRL (CPU or GPU); unsloth: FastVisionModel, CUDA only, "
+                   "needs `pip install -e .[unsloth]` [params: llm_finetune.backend].")
+@click.option("--max-steps", type=click.IntRange(min=1), help="Override this task's max steps.")
+@click.option("--live", "live_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for loss curves (train + validation TSV) and final losses.")
+@params_option
+@friendly_errors
+def llm_finetune(task: str, revision_file: Path, out_dir: Path, model: str, backend: str | None, max_steps: int | None,
+                 live_dir: Path | None, params_file: Path | None) -> None:
+    """LoRA-fine-tune MODEL on one task's pinned conversations; save the adapter in OUT_DIR.
+
+    LoRA rank/alpha/dropout, vision layers, gradient checkpointing and accumulation, and per-task
+    batch size, learning rate and max steps come from params `llm_finetune` (paper values:
+    brats_llm/presets/paper.yaml). The loss covers the answer only (prompt, padding and <|image|>
+    masked). Validation loss is logged every eval_steps. OUT_DIR also holds
+    brats_llm_adapter.json: base model, dataset revision, params and final losses.
+    """
+    import dataclasses
+
+    from brats_llm.train.llm.finetune import finetune
+    from brats_llm.train.llm.params import FinetuneParams
+
+    params = resolve(FinetuneParams, "llm_finetune", params_file, backend=backend)
+    if max_steps is not None:
+        params = dataclasses.replace(params, max_steps={**params.max_steps, task: max_steps})
+    record = finetune(task, revision_file, out_dir, model, params, live_dir=live_dir)
+    click.echo(f"{task}: adapter -> {out_dir} (final loss {record['final_loss']})", err=True)
+
+
+@main.command("llm-consistency")
+@click.argument("revision_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--model", default="models/tiny-mllama", show_default=True, help=MODEL_HELP)
+@click.option("--adapter", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Also test the fine-tuned classifier (LoRA adapter folder).")
+@params_option
+@friendly_errors
+def llm_consistency(revision_file: Path, out_dir: Path, model: str, adapter: Path | None, params_file: Path | None) -> None:
+    """Ask the classification prompt N times about one HGG and one LGG test slice; count the answers.
+
+    Runs the general model and, with --adapter, the fine-tuned one (the paper's consistency test,
+    95 repeats). Sampled by default, as answers varied in the paper; with do_sample false the
+    output says that greedy repeats are identical by construction.
+    """
+    from brats_llm.llm.consistency import ConsistencyParams, consistency
+
+    params = resolve(ConsistencyParams, "llm_consistency", params_file)
+    adapters = {"general": None, **({"finetuned": adapter} if adapter else {})}
+    metrics = consistency(revision_file, out_dir, model, params, adapters=adapters)
+    for variant, images in metrics.items():
+        click.echo(f"{variant}: " + "; ".join(f"{k}: HGG {v['HGG']} LGG {v['LGG']} other {v['NG'] + v['unparsable']}"
+                                            for k, v in images.items()), err=True)
+
+
+@main.command("evaluate-llm")
+@click.option("--task", type=TASK_CHOICE, required=True, help="Task of the predictions.")
+@click.argument("pred_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("revision_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
+@params_option
+@friendly_errors
+def evaluate_llm(task: str, pred_dir: Path, revision_file: Path, out_dir: Path, params_file: Path | None) -> None:
+    """Score saved LLM predictions (PRED_DIR from llm-infer) per slice, then per patient; no model needed.
+
+    \b
+    cls:     majority vote per patient (ties: evaluate_llm.tie), GLDR, accuracy ... AUC from the
+             tally (GLDR) and from label-token probabilities, majority-class baseline.
+    center:  % in the true box, P95 distance to the box and to the true centre (pixels, /128),
+             beside the image-centre point and the mean training centre.
+    bbox, polygon: rasterised; Dice, HD95 (pixels), precision, recall, specificity, beside a fixed
+             centred box and the mean training box.
+    Unparsable answers stay in every denominator (worst-case scores). 95% bootstrap intervals over
+    patients. Writes OUT_DIR/metrics.json (DVC metrics), predictions/patients.csv, plots/images/.
+    """
+    from brats_llm.evaluate.llm import LlmEvalParams, evaluate_llm as run
+
+    params = resolve(LlmEvalParams, "evaluate_llm", params_file)
+    metrics = run(task, pred_dir, revision_file, out_dir, params)
+    click.echo(f"{task}: scored {', '.join(metrics)} -> {out_dir}", err=True)
+
+
+@main.command()
+@click.argument("models_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--card", type=click.Path(dir_okay=False, path_type=Path),
+              help="Dataset card of the published data (data/hub/README.md); its 'synthetic' tag labels the report.")
+@params_option
+@friendly_errors
+def report(models_dir: Path, out_dir: Path, card: Path | None, params_file: Path | None) -> None:
+    """Write the reproduction report to OUT_DIR: report.md (+ figures/) and a self-contained report.html.
+
+    For each of the paper's Tables 1-10: the paper's numbers (brats_llm/report/paper_numbers.yaml),
+    ours with 95% bootstrap intervals, the trivial baselines, and where ours came from (dataset
+    revision, model / adapter, params, code version); then the consistency test, figures (GLDR,
+    points / boxes / polygons over slices, CNN overlays, distributions) and the differences from
+    the paper. Reads only what the evaluation stages wrote under MODELS_DIR; loads no model. Runs
+    on the synthetic cohort or the smoke model are labelled at the top. Same inputs, same bytes.
+    Preview the HTML offline: chromium --headless --screenshot=report.png OUT_DIR/report.html
+    """
+    from brats_llm.report.build import ReportParams, build_report
+
+    params = resolve(ReportParams, "report", params_file)
+    summary = build_report(models_dir, out_dir, params, card=card)
+    click.echo(f"report: tables {summary['tables']}, {summary['figures']} figures -> {out_dir}/report.html", err=True)

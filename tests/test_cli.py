@@ -15,6 +15,11 @@ from brats_llm.cli import main
     (["split"], "stratified by grade"),
     (["train-cnn"], "ConvTranspose3d"),
     (["evaluate-cnn"], "373.13 mm"),
+    (["tiny-model"], "<|image|>"),
+    (["llm-infer"], "format_error"),
+    (["llm-finetune"], "CUDA only"),
+    (["llm-consistency"], "95 repeats"),
+    (["evaluate-llm"], "GLDR"),
 ])
 def test_help(command, phrase):
     result = CliRunner().invoke(main, [*command, "--help"])
@@ -61,3 +66,25 @@ def test_bad_params_and_empty_input(tmp_path):
     assert result.exit_code == 2 and "slicez" in result.output
     result = runner.invoke(main, ["prepare", str(tmp_path / "raw"), str(tmp_path / "out")])
     assert result.exit_code == 1 and "no usable case" in result.output
+
+
+def test_llm_commands_end_to_end(published, tmp_path):
+    runner = CliRunner()
+    params = tmp_path / "params.yaml"
+    params.write_text("tiny_model:\n  seed: 3\nllm:\n  batch_size: 2\nevaluate_llm:\n  bootstrap: 10\n")
+    model = tmp_path / "tiny"
+    result = runner.invoke(main, ["tiny-model", str(model), "--params", str(params)])
+    assert result.exit_code == 0, result.output
+    pred = tmp_path / "pred"
+    result = runner.invoke(main, ["llm-infer", "--task", "center", "--model", str(model), "--max-rows", "3",
+                                  str(published), str(pred), "--params", str(params)])
+    assert result.exit_code == 0, result.output
+    assert json.loads((pred / "run.json").read_text())["params"]["batch_size"] == 2
+    result = runner.invoke(main, ["evaluate-llm", "--task", "center", str(pred), str(published), str(tmp_path / "ev"),
+                                  "--params", str(params)])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert metrics["test"]["slices"]["n"] == 3
+    result = runner.invoke(main, ["llm-finetune", "--task", "cls", "--model", str(model), "--backend", "unsloth",
+                                  str(published), str(tmp_path / "adapter")])
+    assert result.exit_code == 1 and "CUDA" in result.output

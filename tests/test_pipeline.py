@@ -19,6 +19,12 @@ from brats_llm.ingest.demo import DemoParams
 from brats_llm.preprocess.volumes import PrepareParams
 from brats_llm.split.splits import SplitParams
 from brats_llm.train.cnn.trainer import CnnTrainParams
+from brats_llm.evaluate.llm import LlmEvalParams
+from brats_llm.llm.consistency import ConsistencyParams
+from brats_llm.llm.infer import InferParams
+from brats_llm.llm.tiny import TinyModelParams
+from brats_llm.train.llm.params import FinetuneParams
+from brats_llm.report.build import ReportParams
 
 ROOT = Path(__file__).resolve().parents[1]
 # stage -> (params dataclass, command)
@@ -35,12 +41,43 @@ STAGES = {
     "evaluate_cls": (ClsEvalParams, "evaluate-cnn --task cls"),
     "evaluate_seg": (SegEvalParams, "evaluate-cnn --task seg"),
 }
+LLM_TASKS = ("cls", "center", "bbox", "polygon")
+# LLM stages: stage -> ({section: dataclass, or the keys passed as arguments}, command); foreach/matrix in dvc.yaml.
+LLM_STAGES = {
+    "tiny_model": ({"tiny_model": TinyModelParams}, "tiny-model"),
+    "llm_zeroshot": ({"llm": InferParams}, "llm-infer --task ${item}"),
+    "llm_finetune": ({"llm_finetune": FinetuneParams, "llm": ["model"]}, "llm-finetune --task ${item}"),
+    "llm_finetuned": ({"llm": InferParams}, "llm-infer --task ${item}"),
+    "evaluate_llm": ({"evaluate_llm": LlmEvalParams}, "evaluate-llm --task ${item.task}"),
+    "llm_consistency": ({"llm_consistency": ConsistencyParams, "llm": ["model"]}, "llm-consistency"),
+    "report": ({"report": ReportParams}, "report"),
+}
+STAGE_NAMES = [*STAGES, "tiny_model", "llm_consistency", "report",
+               *(f"{stage}@{task}" for stage in ("llm_zeroshot", "llm_finetune", "llm_finetuned") for task in LLM_TASKS),
+               *(f"evaluate_llm@{mode}-{task}" for mode in ("zeroshot", "finetuned") for task in LLM_TASKS)]
+
+
+def test_llm_stages_list_exactly_what_their_commands_read():
+    pipeline = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    for stage, (sections, command) in LLM_STAGES.items():
+        body = pipeline[stage].get("do", pipeline[stage])
+        expected = set()
+        for section, source in sections.items():
+            keys = source if isinstance(source, list) else [f.name for f in dataclasses.fields(source)]
+            expected |= {f"{section}.{key}" for key in keys}
+            if not isinstance(source, list):
+                assert set(params[section]) == set(keys), section
+                source(**params[section])
+        assert set(body["params"]) == expected, stage
+        assert body["cmd"].startswith(f"brats-llm {command} "), stage
+        assert "${llm.model}" in body["cmd"] or stage in ("tiny_model", "evaluate_llm", "report"), stage
 
 
 def test_each_stage_lists_exactly_its_section():
     pipeline = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    assert set(pipeline) == set(STAGES)
+    assert set(pipeline) == set(STAGES) | set(LLM_STAGES)
     for stage, (cls, command) in STAGES.items():
         fields = {f.name for f in dataclasses.fields(cls)}
         listed = set(pipeline[stage]["params"])
@@ -55,6 +92,12 @@ def test_paper_preset_holds_the_paper_values():
     cls, seg = CnnTrainParams(**preset["train_cls"]), CnnTrainParams(**preset["train_seg"])
     assert (cls.lr, cls.epochs, cls.batch_size, cls.downsample) == (4e-7, 200, 16, 1)
     assert (seg.lr, seg.epochs, seg.batch_size, seg.downsample) == (5e-5, 100, 16, 1)
+    llm, tune = InferParams(**preset["llm"]), FinetuneParams(**preset["llm_finetune"])
+    consistency = ConsistencyParams(**preset["llm_consistency"])
+    assert llm.model == "unsloth/Llama-3.2-11B-Vision-Instruct" and not llm.do_sample
+    assert (tune.backend, tune.lora_rank, tune.lora_alpha, tune.lora_dropout, tune.gradient_accumulation) == ("unsloth", 16, 16, 0.0, 4)
+    assert tune.lr["cls"] == 2e-6 and tune.max_steps == {"cls": 100, "center": 100, "bbox": 200, "polygon": 150}
+    assert tune.batch_size == {"cls": 16, "center": 16, "bbox": 16, "polygon": 4} and consistency.repeats == 95
 
 
 def test_dvc_config_is_offline_with_a_local_remote():
@@ -88,6 +131,10 @@ def test_repro_is_incremental(tmp_path):
     for task in ("cls", "seg"):
         params[f"train_{task}"].update(epochs=2, downsample=2)
         params[f"evaluate_{task}"].update(bootstrap=20)
+    params["llm"].update(max_rows=6, batch_size=6, max_new_tokens=dict.fromkeys(LLM_TASKS, 6))
+    params["llm_finetune"].update(max_steps=dict.fromkeys(LLM_TASKS, 2), gradient_accumulation=1, eval_rows=2, eval_steps=1)
+    params["llm_consistency"].update(repeats=3, max_new_tokens=6)
+    params["evaluate_llm"].update(bootstrap=20)
     (repo / "params.yaml").write_text(yaml.safe_dump(params))
     subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
     shutil.copytree(ROOT / ".dvc", repo / ".dvc", ignore=shutil.ignore_patterns("tmp", "cache"))
@@ -99,13 +146,17 @@ def test_repro_is_incremental(tmp_path):
     git("add", "-A")
     git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "pipeline, no results yet")
     first = dvc(repo, "repro")
-    assert all(f"Running stage '{s}'" in first for s in STAGES)
+    assert all(f"Running stage '{s}'" in first for s in STAGE_NAMES)
     assert (repo / "data" / "volumes" / "dataset_info.json").is_file()
     assert "Data and pipelines are up to date" in dvc(repo, "repro")
     # The old commit has no metrics file: the diff still lists the new values.
     diff = dvc(repo, "metrics", "diff", "HEAD", "--md")
     assert "models/evaluate_cls/metrics.json" in diff and "test.auc" in diff
     assert "test.hd95_mm" in diff
+    assert "models/evaluate_llm/finetuned/bbox/metrics.json" in diff and "test.baseline_mean_train_box.dice" in diff
+    assert "models/llm_consistency/metrics.json" in diff
+    report = (repo / "models" / "report" / "report.md").read_text()
+    assert "PLUMBING RUN, NOT SCIENCE" in report and "## Table 10:" in report
 
     git("add", "-A")
     git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "results")
