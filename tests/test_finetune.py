@@ -74,6 +74,14 @@ def test_train_save_reload_generate(published, tiny_model, tmp_path):
     assert generate(reloaded, processor, images, prompts, max_new_tokens=12) == first
 
 
+def test_same_seed_same_adapter_bytes(published, tiny_model, tmp_path):
+    params = small(max_steps=dict.fromkeys(TASKS, 3))
+    for name in ("a", "b"):
+        finetune("cls", published, tmp_path / name, str(tiny_model), params)
+    weights = [(tmp_path / name / "adapter_model.safetensors").read_bytes() for name in ("a", "b")]
+    assert weights[0] == weights[1]
+
+
 def test_unsloth_backend_says_why_it_cannot_run(published, tiny_model, tmp_path):
     with pytest.raises(BackendUnavailable, match="CUDA"):
         finetune("cls", published, tmp_path / "a", str(tiny_model), small(backend="unsloth"))

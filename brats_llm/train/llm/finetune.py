@@ -49,6 +49,7 @@ def sft_config(task: str, params: FinetuneParams, output_dir: str, *, cuda: bool
 def _train_hf(task: str, model_id: str, train, validation, params: FinetuneParams, workdir: str):
     """transformers + PEFT + TRL SFTTrainer with :class:`VisionChatCollator` (CPU or GPU)."""
     from peft import get_peft_model
+    from transformers import set_seed
     from trl import SFTTrainer
 
     from brats_llm.llm.model import load_model
@@ -56,6 +57,7 @@ def _train_hf(task: str, model_id: str, train, validation, params: FinetuneParam
     from brats_llm.train.llm.lora import lora_config
 
     model, processor = load_model(model_id, for_training=True)
+    set_seed(params.seed)  # LoRA's A matrices are drawn here, before the Trainer seeds anything
     model = get_peft_model(model, lora_config(params.lora_rank, params.lora_alpha, params.lora_dropout,
                                               params.finetune_vision_layers))
     cuda = device() == "cuda"
