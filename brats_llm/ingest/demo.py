@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import gzip
 import io
 import os
 from dataclasses import dataclass
@@ -10,7 +11,6 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-from isal import igzip
 from scipy import ndimage
 from tqdm.auto import tqdm
 
@@ -203,7 +203,9 @@ def _nifti_gz(array: np.ndarray, affine: np.ndarray) -> bytes:
     image.header.set_xyzt_units("mm", "sec")
     image.set_qform(affine, code=1)
     image.set_sform(affine, code=1)
-    return igzip.compress(image.to_bytes(), compresslevel=1, mtime=0)
+    # zlib, not ISA-L: igzip's output differed between runs for a few identical inputs (valid gzip either way),
+    # which broke byte-identical cohorts and changed data/raw/demo's md5 in dvc.lock.
+    return gzip.compress(image.to_bytes(), compresslevel=1, mtime=0)
 
 
 def _write_case(args: tuple[Path, int, str, DemoParams]) -> str:
