@@ -77,16 +77,24 @@ def distribution_figure(values: dict[str, list[float]], metric: str) -> np.ndarr
 
 
 def gldr_figure(rows: list[tuple[str, str, float]], title: str) -> np.ndarray:
-    """GLDR per patient (fraction of slices labelled HGG) as bars coloured by the true grade."""
+    """GLDR per patient (fraction of slices labelled HGG) as bars coloured by the true grade.
+
+    Every patient also gets a dot at its value, so a GLDR of 0 (e.g. an LGG patient read correctly) is visible.
+    """
     fig, ax = plt.subplots(figsize=(max(4, 0.35 * len(rows) + 1.5), 3), dpi=100)
     colours = {"HGG": "tab:red", "LGG": "tab:blue"}
-    ax.bar(range(len(rows)), [g for _, _, g in rows], color=[colours.get(grade, "grey") for _, grade, _ in rows])
+    positions = np.arange(len(rows))
+    values = [g for _, _, g in rows]
+    grade_colours = [colours.get(grade, "grey") for _, grade, _ in rows]
+    ax.bar(positions, values, color=grade_colours)
+    ax.scatter(positions, values, color=grade_colours, edgecolors="black", zorder=3, s=18)
     ax.axhline(0.5, ls=":", color="black", lw=1)
-    ax.set(ylim=(0, 1), ylabel="GLDR (HGG fraction)", title=title, xticks=range(len(rows)))
-    ax.set_xticklabels([pid[-6:] for pid, _, _ in rows], rotation=90, fontsize=6)
+    ax.set(ylim=(-0.05, 1.05), ylabel="GLDR (HGG fraction)", title=title, xticks=positions)
+    ax.set_xticklabels([pid.rsplit("_", 1)[-1] for pid, _, _ in rows], rotation=90, fontsize=6)
     for grade, colour in colours.items():
         ax.bar([0], [0], color=colour, label=f"true {grade}")
     ax.legend(fontsize=7, loc="upper right")
+    fig.tight_layout()
     return _figure_to_rgb(fig)
 
 
