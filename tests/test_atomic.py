@@ -36,3 +36,14 @@ def test_atomic_dir_replaces_existing(tmp_path):
         (staging / "fresh").write_text("new")
     assert sorted(os.listdir(out)) == ["fresh"]
     assert sorted(os.listdir(tmp_path)) == ["dataset"]
+
+
+def test_write_csv_quotes_and_round_trips(tmp_path):
+    import csv
+
+    rows = [{"patient_id": "a,b", "value": 0.5}, {"patient_id": 'c"d', "value": 1}]
+    atomic.write_csv(tmp_path / "x.csv", rows)
+    with open(tmp_path / "x.csv", newline="") as handle:
+        assert list(csv.DictReader(handle)) == [{"patient_id": "a,b", "value": "0.5"}, {"patient_id": 'c"d', "value": "1"}]
+    atomic.write_csv(tmp_path / "empty.csv", [])
+    assert (tmp_path / "empty.csv").read_text() == ""

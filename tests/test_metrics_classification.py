@@ -60,3 +60,10 @@ def test_bootstrap_is_seeded_and_brackets_the_estimate():
     assert low < point["accuracy"] < high and high - low < 0.35
     flat = with_intervals(point, first)
     assert set(flat) == {"accuracy", "accuracy_ci_low", "accuracy_ci_high"}
+
+
+def test_rates_drop_the_confusion_counts():
+    from brats_llm.metrics.classification import COUNT_KEYS, rates
+
+    values = classification_metrics(np.array([0, 1, 1]), np.array([0, 1, 0]))
+    assert set(rates(values)) == set(values) - COUNT_KEYS and "accuracy" in rates(values)

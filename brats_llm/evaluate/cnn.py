@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,19 +15,13 @@ from torch.nn import functional as F
 from brats_llm import atomic
 from brats_llm.evaluate import figures
 from brats_llm.metrics.bootstrap import bootstrap_ci, with_intervals
-from brats_llm.metrics.classification import classification_metrics, majority_baseline
+from brats_llm.metrics.classification import classification_metrics, majority_baseline, rates
 from brats_llm.metrics.segmentation import dice, segmentation_metrics
 from brats_llm.train.cnn.data import VolumeTensors, dataset_version, fold_patients, load_split
 from brats_llm.train.cnn.models import build_model
 from brats_llm.train.cnn.trainer import CHECKPOINT_BEST, predict
 
 SPLITS = ("train", "validation", "test")
-#: Confusion counts are reported as they are; intervals are for rates only.
-COUNT_KEYS = frozenset({"tn", "fp", "fn", "tp", "n"})
-
-
-def _rates(values: dict[str, float]) -> dict[str, float]:
-    return {k: v for k, v in values.items() if k not in COUNT_KEYS}
 
 
 @dataclass(frozen=True)
@@ -77,14 +69,6 @@ def load_best(model_dir: Path) -> tuple[torch.nn.Module, dict[str, Any]]:
     return model, {**meta, "best_epoch": state["epoch"], "folds_available": [int(p.parent.name[4:]) for p in candidates]}
 
 
-def _csv(rows: list[dict[str, Any]]) -> str:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buffer.getvalue()
-
-
 def _log(live, prefix: str, values: dict[str, float]) -> None:
     for key, value in values.items():
         live.log_metric(f"{prefix}/{key}", float(value), plot=False)
@@ -102,14 +86,14 @@ def evaluate_cls(model, meta, members, volumes_dir, out_dir, params: ClsEvalPara
         pred = (prob >= params.threshold).astype(int)
         train_labels = y if split == "train" else train_labels
         point = classification_metrics(y, pred, prob)
-        ci = bootstrap_ci(len(y), lambda i: _rates(classification_metrics(y[i], pred[i], prob[i])),
+        ci = bootstrap_ci(len(y), lambda i: rates(classification_metrics(y[i], pred[i], prob[i])),
                           resamples=params.bootstrap, seed=params.seed)
         results[split] = with_intervals(point, ci)
         _log(live, split, results[split])
         _log(live, f"{split}/baseline_majority", majority_baseline(y, train_labels))
-        atomic.write_text(out_dir / "predictions" / f"{split}.csv", _csv([
+        atomic.write_csv(out_dir / "predictions" / f"{split}.csv", [
             {"patient_id": p, "label": int(t), "prob_hgg": f"{s:.6f}", "pred": int(c)}
-            for p, t, s, c in zip(data.patient_ids, y, prob, pred)]))
+            for p, t, s, c in zip(data.patient_ids, y, prob, pred)])
         if 0 < y.sum() < len(y):
             live.log_sklearn_plot("roc", y, prob, name=f"{split}/roc.json")
             order = np.argsort(-prob, kind="stable")
@@ -161,8 +145,8 @@ def evaluate_seg(model, meta, members, volumes_dir, out_dir, params: SegEvalPara
             baseline = [segmentation_metrics(np.full(m.shape, constant), m, s) for m, s in zip(truths[split], spacing)]
             _log(live, f"{split}/baseline_{name}", {k: float(np.mean([b[k] for b in baseline])) for k in keys})
         distributions[split] = [row["dice"] for row in per_patient]
-        atomic.write_text(out_dir / "predictions" / f"{split}.csv", _csv([
-            {"patient_id": pid, **{k: f"{row[k]:.6f}" for k in keys}} for pid, row in zip(full[split].patient_ids, per_patient)]))
+        atomic.write_csv(out_dir / "predictions" / f"{split}.csv", [
+            {"patient_id": pid, **{k: f"{row[k]:.6f}" for k in keys}} for pid, row in zip(full[split].patient_ids, per_patient)])
     live.log_image("dice_per_patient.png", figures.distribution_figure(distributions, "Dice"))
     if "test" in probs:
         data = full["test"]

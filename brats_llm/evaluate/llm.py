@@ -17,7 +17,7 @@ from brats_llm.evaluate import figures
 from brats_llm.geometry.shapes import rasterize_box, rasterize_polygon
 from brats_llm.llm.infer import read_predictions
 from brats_llm.metrics.bootstrap import bootstrap_ci, with_intervals
-from brats_llm.metrics.classification import classification_metrics, majority_baseline, roc_auc
+from brats_llm.metrics.classification import classification_metrics, majority_baseline, rates, roc_auc
 from brats_llm.metrics.points import NO_POINT_DISTANCE, point_metrics
 from brats_llm.metrics.segmentation import dice, hd95, voxel_rates
 
@@ -48,17 +48,6 @@ class LlmEvalParams:
     def __post_init__(self) -> None:
         if self.tie not in TIES:
             raise ValueError(f"tie must be one of {TIES}, got {self.tie!r}")
-
-
-def _csv(rows: list[dict[str, Any]]) -> str:
-    if not rows:
-        return ""
-    keys = list(rows[0])
-    return ",".join(keys) + "\n" + "".join(",".join(str(r[k]) for k in keys) + "\n" for r in rows)
-
-
-def _rates(values: dict[str, float]) -> dict[str, float]:
-    return {k: v for k, v in values.items() if k not in ("tn", "fp", "fn", "tp", "n")}
 
 
 def patient_votes(rows: list[dict[str, Any]], tie: str) -> list[dict[str, Any]]:
@@ -95,7 +84,7 @@ def classification_scores(patients: list[dict[str, Any]], train_labels: np.ndarr
     prob = np.array([p["p_hgg_mean"] for p in patients], dtype=float)
 
     def statistic(index: np.ndarray) -> dict[str, float]:
-        values = _rates(classification_metrics(y[index], pred[index], gldr[index]))
+        values = rates(classification_metrics(y[index], pred[index], gldr[index]))
         values["auc_label_probability"] = roc_auc(y[index], prob[index]) if np.isfinite(prob).all() else float("nan")
         return values
 
@@ -251,7 +240,7 @@ def evaluate_llm(task: str, pred_dir: str | os.PathLike, revision_file: str | os
     out = Path(out_dir)
     with atomic.atomic_dir(out) as staging:
         atomic.write_json(staging / "metrics.json", metrics)
-        atomic.write_text(staging / "predictions" / "patients.csv", _csv(table))
+        atomic.write_csv(staging / "predictions" / "patients.csv", table)
         for name, rgb in images.items():
             figures.write_png(staging / "plots" / "images" / name, rgb)
         atomic.write_json(staging / "provenance.json", {"task": task, "predictions": str(pred_dir), "inference": run,

@@ -7,6 +7,8 @@ from scipy.stats import rankdata
 
 #: Value reported when a ratio has an empty denominator (e.g. precision with no positive call).
 UNDEFINED = 0.0
+#: Confusion counts in a metrics dict: reported as they are; intervals are for rates only.
+COUNT_KEYS = frozenset({"tn", "fp", "fn", "tp", "n"})
 
 
 def _ratio(numerator: float, denominator: float) -> float:
@@ -74,6 +76,11 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, score: np.nda
         **{key: float(value) for key, value in c.items()},
         "n": float(tp + tn + fp + fn),
     }
+
+
+def rates(values: dict[str, float]) -> dict[str, float]:
+    """``values`` without the confusion counts (what bootstrap intervals are computed for)."""
+    return {key: value for key, value in values.items() if key not in COUNT_KEYS}
 
 
 def majority_baseline(y_true: np.ndarray, train_labels: np.ndarray | None = None) -> dict[str, float]:
