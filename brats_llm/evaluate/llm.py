@@ -114,19 +114,18 @@ def region_mask(task: str, shape_points: list[list[float]] | None, size: tuple[i
 
 
 def slice_scores(task: str, predictions: list[Any], truth: list[dict[str, Any]]) -> list[dict[str, float]]:
-    """Per-slice metrics of one task for aligned predictions (None = unusable answer) and truths."""
-    if task == "center":
-        return [point_metrics([p], [t["bbox"]], [t["center"]]) for p, t in zip(predictions, truth)]
+    """Per-slice box or polygon metrics for aligned predictions (None = unusable answer) and truths."""
     return [_slice_region_metrics(region_mask(task, p, t["mask"].shape), t["mask"]) for p, t in zip(predictions, truth)]
 
 
 def per_patient(task: str, patient_ids: list[str], predictions: list[Any], truth: list[dict[str, Any]]) -> tuple[list[str], np.ndarray, list[str]]:
     """Per-patient metric table: centre metrics over the patient's slices; regions: mean of slice metrics."""
-    order = list(dict.fromkeys(patient_ids))
-    groups = {pid: [i for i, p in enumerate(patient_ids) if p == pid] for pid in order}
+    groups: dict[str, list[int]] = {}
+    for i, pid in enumerate(patient_ids):
+        groups.setdefault(pid, []).append(i)
+    order = list(groups)
     rows = []
-    for pid in order:
-        idx = groups[pid]
+    for idx in groups.values():
         if task == "center":
             rows.append(point_metrics([predictions[i] for i in idx], [truth[i]["bbox"] for i in idx],
                                       [truth[i]["center"] for i in idx]))
@@ -174,16 +173,17 @@ def geometry_scores(task: str, rows: list[dict[str, Any]], truth: list[dict[str,
 
 def _truth(revision_file: str | os.PathLike, rows: list[dict[str, Any]], with_masks: bool) -> tuple[list[dict[str, Any]], list[dict[str, Any]], np.ndarray]:
     """Ground truth aligned with ``rows`` (box, centre, polygon, mask, image), training boxes and training labels."""
-    from brats_llm.publish.hub import load_published
+    from brats_llm.publish.hub import published_folder, read_config
 
-    geometry = load_published(revision_file, "geometry")["train"]
+    folder = published_folder(revision_file)  # hashed (or fetched) once for both configs
+    geometry = read_config(folder, "geometry")["train"]
     keys = geometry.select_columns(["patient_id", "slice_index", "split", "label", "bbox", "center", "polygon"])
     by_key = {(g["patient_id"], g["slice_index"]): g for g in keys}
     train = [g for g in keys if g["split"] == "trainval"]
     labels = {g["patient_id"]: g["label"] for g in train}
     truth = []
     if with_masks:
-        slices = load_published(revision_file, "slices")["train"]
+        slices = read_config(folder, "slices")["train"]
         index = {}
         for i, s in enumerate(slices.select_columns(["patient_id", "plane", "slice_index"])):
             if s["plane"] == "axial":

@@ -172,7 +172,7 @@ def infer(task: str, revision_file: str | os.PathLike, out_dir: str | os.PathLik
             parsed = parse_answer(task, answer)
             record = {"index": start + offset, "patient_id": row["patient_id"], "grade": row["grade"],
                       "plane": row["plane"], "slice_index": row["slice_index"], "target": json.loads(row["target"]),
-                      "response": answer, "status": parsed.status, "prediction": _jsonable(parsed.value),
+                      "response": answer, "status": parsed.status, "prediction": parsed.value,
                       "detail": parsed.detail}
             if task == "cls":
                 record["p_hgg"] = round(float(probability), 6)
@@ -190,14 +190,6 @@ def infer(task: str, revision_file: str | os.PathLike, out_dir: str | os.PathLik
         atomic.write_json(staging / RUN_FILE, run)
     log.info("%s: %d rows, %s", task, len(records), statuses)
     return run
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, list):
-        return [_jsonable(v) for v in value]
-    return value
 
 
 def read_predictions(run_dir: str | os.PathLike) -> tuple[list[dict[str, Any]], dict[str, Any]]:

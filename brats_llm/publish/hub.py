@@ -154,20 +154,24 @@ def read_config(folder: Path, config: str) -> DatasetDict:
     raise KeyError(f"{folder}: no config {config!r} in README.md")
 
 
-def load_published(revision_file: str | os.PathLike, config: str) -> DatasetDict:
-    """Load one config pinned by the revision file.
+def published_folder(revision_file: str | os.PathLike) -> Path:
+    """The repo folder pinned by the revision file, checked or fetched once.
 
-    Hub: the repo snapshot at exactly ``revision`` (``snapshot_download``, cached by commit);
-    local: the folder, after checking it still hashes to ``revision``.
+    Hub: the snapshot at exactly ``revision`` (``snapshot_download``, cached by commit); local: the
+    folder, after checking it still hashes to ``revision``. Read configs from it with :func:`read_config`.
     """
     record = json.loads(Path(revision_file).read_text())
     if record.get("repo_id"):
         from huggingface_hub import snapshot_download
 
-        folder = Path(snapshot_download(record["repo_id"], repo_type="dataset", revision=record["revision"],
-                                        endpoint=record.get("endpoint")))
-        return read_config(folder, config)
+        return Path(snapshot_download(record["repo_id"], repo_type="dataset", revision=record["revision"],
+                                      endpoint=record.get("endpoint")))
     folder = Path(record["path"])
     if folder_revision(folder) != record["revision"]:
         raise ValueError(f"{folder} no longer matches revision {record['revision']} in {revision_file}")
-    return read_config(folder, config)
+    return folder
+
+
+def load_published(revision_file: str | os.PathLike, config: str) -> DatasetDict:
+    """Load one config pinned by the revision file (see :func:`published_folder`)."""
+    return read_config(published_folder(revision_file), config)
