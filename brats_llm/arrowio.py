@@ -13,12 +13,13 @@ from datasets import DatasetInfo, Features, load_from_disk
 from datasets.arrow_writer import ArrowWriter
 
 from brats_llm import atomic
+from brats_llm.errors import InputError
 
 #: The single data file of the ``save_to_disk`` layout we write.
 DATA_FILE = "data-00000-of-00001.arrow"
 
 
-class EmptyDatasetError(ValueError):
+class EmptyDatasetError(InputError):
     """No row was written: an empty dataset is never published."""
 
 
@@ -34,18 +35,19 @@ class RowWriter:
 
 
 @contextmanager
-def dataset_writer(out_dir: str | os.PathLike, features: Features, description: str) -> Iterator[RowWriter]:
+def dataset_writer(out_dir: str | os.PathLike, features: Features, description: str, *, kind: str) -> Iterator[RowWriter]:
     """Stream rows into ``out_dir`` in the ``save_to_disk`` layout; it appears only if the block succeeds.
 
     ``Dataset.save_to_disk`` would re-read and copy every byte (memory-mapped, so RSS grows with
     the data); the layout is three files, so it is written directly: the data file,
     ``dataset_info.json`` (via ``DatasetInfo``) and ``state.json``, whose fingerprint is the data
-    file's SHA-256 (same rows, same bytes). The result is checked with ``load_from_disk``.
+    file's SHA-256 (same rows, same bytes). The result is checked with ``load_from_disk``. ``kind``
+    names the output for :func:`brats_llm.atomic.atomic_dir` (its marker file ``load_from_disk`` ignores).
 
     Raises:
         EmptyDatasetError: no row was written (an empty dataset is never published).
     """
-    with atomic.atomic_dir(out_dir) as staging:
+    with atomic.atomic_dir(out_dir, kind=kind) as staging:
         with ArrowWriter(features=features, path=str(staging / DATA_FILE), writer_batch_size=1) as arrow:
             rows = RowWriter(arrow, features)
             yield rows

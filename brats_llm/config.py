@@ -9,13 +9,15 @@ from typing import Any, TypeVar
 
 import yaml
 
+from brats_llm.errors import InputError
+
 T = TypeVar("T")
 
 #: The parameters file DVC reads by default, resolved against the working directory.
 DEFAULT_PARAMS_FILE = "params.yaml"
 
 
-class ParamsError(ValueError):
+class ParamsError(InputError):
     """A params file or section is missing, malformed or has keys the stage does not know."""
 
 

@@ -129,7 +129,7 @@ def build_conversations(slices_dir: str | os.PathLike, geometry_dir: str | os.Pa
     slices = load_slices(slices_dir).cast_column("image", Image(decode=False))
     geometry = load_from_disk(str(geometry_dir)).cast_column("image", Image(decode=False))
     counts: dict[str, dict[str, int]] = {}
-    with atomic.atomic_dir(out_dir) as staging:
+    with atomic.atomic_dir(out_dir, kind="conversations") as staging:
         for task in TASKS:
             source = slices if task == "cls" else geometry
             columns = source.select_columns(["split", "fold", "label"] + (["has_tumour"] if task == "cls" else []))
@@ -147,7 +147,8 @@ def build_conversations(slices_dir: str | os.PathLike, geometry_dir: str | os.Pa
             for split, indices in by_split.items():
                 if not indices:
                     continue
-                with dataset_writer(staging / task / split, conversation_features(), f"{task} conversations ({split})") as writer:
+                with dataset_writer(staging / task / split, conversation_features(), f"{task} conversations ({split})",
+                                    kind="conversation-split") as writer:
                     for index in tqdm(indices, desc=f"{task} {split}", unit="chat", disable=not progress, leave=False):
                         row = source[index]
                         if task == "cls":

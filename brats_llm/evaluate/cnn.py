@@ -13,6 +13,7 @@ import torch
 from torch.nn import functional as F
 
 from brats_llm import atomic
+from brats_llm.errors import InputError, MissingInputError
 from brats_llm.evaluate import figures
 from brats_llm.metrics.bootstrap import bootstrap_ci, with_intervals
 from brats_llm.metrics.classification import classification_metrics, majority_baseline, rates
@@ -60,7 +61,7 @@ def load_best(model_dir: Path) -> tuple[torch.nn.Module, dict[str, Any]]:
     """The best checkpoint among ``fold*/best.pt`` (highest validation metric), weights only."""
     candidates = sorted(model_dir.glob(f"fold*/{CHECKPOINT_BEST}"))
     if not candidates:
-        raise FileNotFoundError(f"{model_dir}: no fold*/{CHECKPOINT_BEST}; run train-cnn first")
+        raise MissingInputError(f"{model_dir}: no fold*/{CHECKPOINT_BEST}; run train-cnn first")
     states = [torch.load(path, map_location="cpu", weights_only=True) for path in candidates]
     state = max(states, key=lambda s: (s["best"]["metric"], -s["best"]["loss"]))
     meta = state["meta"]
@@ -171,19 +172,20 @@ def evaluate_cnn(task: str, volumes_dir: str | os.PathLike, splits_file: str | o
     volumes_dir, model_dir, out_dir = Path(volumes_dir), Path(model_dir), Path(out_dir)
     model, meta = load_best(model_dir)
     if meta["task"] != task:
-        raise ValueError(f"{model_dir} holds a '{meta['task']}' model, not '{task}'")
+        raise InputError(f"{model_dir} holds a '{meta['task']}' model, not '{task}'")
     members = fold_patients(splits_file, meta["fold"])
     if members["train"] != meta["train_patients"] or members["validation"] != meta["validation_patients"]:
-        raise ValueError(f"{splits_file}: fold {meta['fold']} differs from the split the model was trained on")
-    live = Live(str(out_dir), save_dvc_exp=False, dvcyaml=None)
-    run = evaluate_cls if task == "cls" else evaluate_seg
-    results = run(model, meta, members, volumes_dir, out_dir, params, live)  # type: ignore[arg-type]
-    live.log_metric("selected_fold", meta["fold"], plot=False)
-    live.end()
+        raise InputError(f"{splits_file}: fold {meta['fold']} differs from the split the model was trained on")
     provenance = {
         "task": task, "fold": meta["fold"], "best_epoch": meta["best_epoch"], "folds_available": meta["folds_available"],
         "train_params": meta["params"], "eval_params": dataclasses.asdict(params),
         "dataset_at_training": meta["dataset"], "dataset_at_evaluation": dataset_version(volumes_dir),
     }
-    atomic.write_json(out_dir / "provenance.json", provenance)
+    with atomic.atomic_dir(out_dir, kind="cnn-evaluation") as staging:
+        live = Live(str(staging), save_dvc_exp=False, dvcyaml=None)
+        run = evaluate_cls if task == "cls" else evaluate_seg
+        results = run(model, meta, members, volumes_dir, staging, params, live)  # type: ignore[arg-type]
+        live.log_metric("selected_fold", meta["fold"], plot=False)
+        live.end()
+        atomic.write_json(staging / "provenance.json", provenance)
     return results

@@ -13,6 +13,7 @@ import numpy as np
 
 from brats_llm import atomic
 from brats_llm.constants import GRADE_TO_LABEL, IMAGE_SIZE
+from brats_llm.errors import InputError
 from brats_llm.evaluate import figures
 from brats_llm.geometry.shapes import rasterize_box, rasterize_polygon
 from brats_llm.llm.infer import read_predictions
@@ -191,7 +192,7 @@ def _truth(revision_file: str | os.PathLike, rows: list[dict[str, Any]], with_ma
         for row in rows:
             key = (row["patient_id"], row["slice_index"])
             if key not in by_key or key not in index:
-                raise KeyError(f"no ground truth for patient {key[0]} axial slice {key[1]} in {revision_file}")
+                raise InputError(f"no ground truth for patient {key[0]} axial slice {key[1]} in {revision_file}")
             item = slices[index[key]]
             truth.append({**by_key[key], "mask": np.asarray(item["mask"]) > 0, "image": np.asarray(item["image"])})
     return truth, train, np.array(list(labels.values()))
@@ -207,9 +208,9 @@ def evaluate_llm(task: str, pred_dir: str | os.PathLike, revision_file: str | os
     """
     rows, run = read_predictions(pred_dir)
     if run["task"] != task:
-        raise ValueError(f"{pred_dir} holds '{run['task']}' predictions, not '{task}'")
+        raise InputError(f"{pred_dir} holds '{run['task']}' predictions, not '{task}'")
     if not rows:
-        raise ValueError(f"{pred_dir}: no predictions to score")
+        raise InputError(f"{pred_dir}: no predictions to score")
     split = run["dataset"]["split"]
     truth, train_truth, train_labels = _truth(revision_file, rows, with_masks=task != "cls")
     metrics: dict[str, Any] = {}
@@ -238,7 +239,7 @@ def evaluate_llm(task: str, pred_dir: str | os.PathLike, revision_file: str | os
             images[f"examples/{rows[i]['patient_id']}_{rows[i]['slice_index']}.png"] = figures.shapes_overlay(
                 truth[i]["image"], reference, prediction)
     out = Path(out_dir)
-    with atomic.atomic_dir(out) as staging:
+    with atomic.atomic_dir(out, kind="llm-evaluation") as staging:
         atomic.write_json(staging / "metrics.json", metrics)
         atomic.write_csv(staging / "predictions" / "patients.csv", table)
         for name, rgb in images.items():

@@ -10,6 +10,7 @@ from datasets import Features, Image, List, Value
 from tqdm.auto import tqdm
 
 from brats_llm.arrowio import dataset_writer
+from brats_llm.errors import InputError
 from brats_llm.geometry.shapes import slice_geometry
 from brats_llm.slices.slices import load_slices, patient_fields
 
@@ -57,9 +58,9 @@ def build_geometry(slices_dir: str | os.PathLike, out_dir: str | os.PathLike, pa
     keep = [i for i, (plane, modality, pixels) in enumerate(zip(slices["plane"], slices["modality"], slices["tumour_pixels"]))
             if plane == "axial" and modality == params.modality and pixels >= params.min_tumour_pixels]
     if not keep:
-        raise ValueError(f"{slices_dir}: no axial {params.modality} slice with >= {params.min_tumour_pixels} tumour pixels")
+        raise InputError(f"{slices_dir}: no axial {params.modality} slice with >= {params.min_tumour_pixels} tumour pixels")
     description = "Tumour bounding box, centre and polygon per axial slice (x = column, y = row, pixels)"
-    with dataset_writer(out_dir, geometry_features(), description) as writer:
+    with dataset_writer(out_dir, geometry_features(), description, kind="geometry") as writer:
         for row in tqdm(slices.select(keep), total=len(keep), desc="geometry", unit="slice", disable=not progress):
             shapes = slice_geometry(np.asarray(row["mask"]))
             writer.write({

@@ -234,7 +234,7 @@ def generate_demo(out_dir: str | os.PathLike, params: DemoParams, *, workers: in
     """
     grades = assign_grades(params)
     workers = workers or os.cpu_count() or 1
-    with atomic.atomic_dir(out_dir) as staging:
+    with atomic.atomic_dir(out_dir, kind="demo-cohort") as staging:
         tasks = [(staging, n, grade, params) for n, grade in enumerate(grades, start=1)]
         if workers > 1 and len(tasks) > 1:
             with process_context().Pool(workers) as pool:

@@ -12,12 +12,16 @@ from typing import Any
 import yaml
 
 from brats_llm import __version__, atomic
+from brats_llm.errors import MissingInputError
 from brats_llm.report.differences import differences
 from brats_llm.report.render import Figure, html_page, markdown
 from brats_llm.report.tables import build_table, consistency_table, paper_numbers
 
 PACKAGE = Path(__file__).resolve().parents[1]
 TITLE = "brats-llm reproduction report"
+#: What the report reads under MODELS_DIR (it needs at least one of them).
+EXPECTED = ("evaluate_cls/provenance.json", "evaluate_seg/provenance.json", "llm_consistency/provenance.json",
+            "evaluate_llm/<mode>/<task>/provenance.json")
 
 
 @dataclass(frozen=True)
@@ -104,10 +108,16 @@ def build_report(models_dir: str | os.PathLike, out_dir: str | os.PathLike, para
 
     Returns:
         A summary: tables built, columns not run, smoke / synthetic flags.
+
+    Raises:
+        MissingInputError: ``models_dir`` holds no evaluation output at all.
     """
     models = Path(models_dir)
     paper = paper_numbers()
     records = collect(models)
+    if not any(records.values()):
+        raise MissingInputError(f"{models}: no evaluation output to report on (looked for {', '.join(EXPECTED)}); "
+                                "run the evaluate stages first (dvc repro) or pass the folder that holds them")
     tags = card_tags(Path(card) if card else None)
     runs = [r["inference"] for k, r in records.items() if k.startswith("evaluate_llm/") and r]
     smoke = any(run.get("smoke_model") for run in runs)
@@ -153,7 +163,7 @@ def build_report(models_dir: str | os.PathLike, out_dir: str | os.PathLike, para
             blocks += [("h3", heading), ("figures", group)]
             figures += group
     blocks += [("h2", "Differences from the paper"), ("list", differences(records, tags))]
-    with atomic.atomic_dir(out_dir) as staging:
+    with atomic.atomic_dir(out_dir, kind="report") as staging:
         atomic.write_text(staging / "report.md", markdown(blocks))
         atomic.write_text(staging / "report.html", html_page(blocks, TITLE))
         for figure in figures:

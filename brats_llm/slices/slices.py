@@ -12,6 +12,7 @@ from tqdm.auto import tqdm
 
 from brats_llm.arrowio import dataset_writer
 from brats_llm.constants import AXIS_COL, AXIS_ROW, AXIS_SLICE, GRADES, MODALITIES
+from brats_llm.errors import InputError
 from brats_llm.preprocess.volumes import load_volumes
 from brats_llm.split.splits import read_splits
 
@@ -96,9 +97,9 @@ def build_slices(volumes_dir: str | os.PathLike, splits_file: str | os.PathLike,
     assignments = {a.patient_id: a for a in read_splits(splits_file)}
     missing = set(volumes["patient_id"]) - set(assignments)
     if missing:
-        raise ValueError(f"{splits_file}: patients of {volumes_dir} without a split: {sorted(missing)[:5]}")
+        raise InputError(f"{splits_file}: patients of {volumes_dir} without a split: {sorted(missing)[:5]}")
     description = f"BraTS 2D slices ({', '.join(params.modalities)}; {', '.join(params.planes)})"
-    with dataset_writer(out_dir, slice_features(), description) as writer:
+    with dataset_writer(out_dir, slice_features(), description, kind="slices") as writer:
         for row in tqdm(volumes, total=len(volumes), desc="slices", unit="patient", disable=not progress):
             assignment = assignments[row["patient_id"]]
             for plane in params.planes:

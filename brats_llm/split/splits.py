@@ -14,6 +14,7 @@ from sklearn.model_selection import StratifiedKFold, train_test_split
 
 from brats_llm import atomic
 from brats_llm.constants import GRADE_TO_LABEL, GRADES
+from brats_llm.errors import InputError
 
 SPLIT_TEST, SPLIT_TRAINVAL = "test", "trainval"
 #: Columns of the split file; ``fold`` is the validation fold of a trainval patient, -1 for test.
@@ -70,7 +71,7 @@ def make_splits(patients: dict[str, str], params: SplitParams) -> list[Assignmen
     """
     unknown = {g for g in patients.values() if g not in GRADES}
     if unknown:
-        raise ValueError(f"unknown grade(s) {sorted(unknown)}; expected {GRADES}")
+        raise InputError(f"unknown grade(s) {sorted(unknown)}; expected {GRADES}")
     ids = np.array(sorted(patients))
     grades = np.array([patients[p] for p in ids])
     try:
@@ -78,7 +79,7 @@ def make_splits(patients: dict[str, str], params: SplitParams) -> list[Assignmen
             ids, test_size=params.test_fraction, stratify=grades, random_state=params.seed, shuffle=True
         )
     except ValueError as error:
-        raise ValueError(f"cannot stratify a test split of {params.test_fraction} over {dict(Counter(grades.tolist()))}: {error}") from error
+        raise InputError(f"cannot stratify a test split of {params.test_fraction} over {dict(Counter(grades.tolist()))}: {error}") from error
     remaining = Counter(patients[p] for p in trainval)
     short = {g: remaining.get(g, 0) for g in GRADES if remaining.get(g, 0) < params.folds}
     if short:
@@ -99,7 +100,7 @@ def fold_members(assignments: list[Assignment], fold: int) -> dict[str, list[str
     """Patient ids of ``train``, ``validation`` and ``test`` for cross-validation fold ``fold``."""
     folds = {a.fold for a in assignments if a.split == SPLIT_TRAINVAL}
     if fold not in folds:
-        raise ValueError(f"fold {fold} does not exist; folds are {sorted(folds)}")
+        raise InputError(f"fold {fold} does not exist; folds are {sorted(folds)}")
     members: dict[str, list[str]] = {"train": [], "validation": [], "test": []}
     for a in assignments:
         key = "test" if a.split == SPLIT_TEST else ("validation" if a.fold == fold else "train")
@@ -143,11 +144,11 @@ def read_splits(path: str | os.PathLike) -> list[Assignment]:
     with path.open(newline="", encoding="utf-8") as handle:
         reader = csv.DictReader(handle)
         if tuple(reader.fieldnames or ()) != SPLIT_COLUMNS:
-            raise ValueError(f"{path}: expected columns {SPLIT_COLUMNS}, got {reader.fieldnames}")
+            raise InputError(f"{path}: expected columns {SPLIT_COLUMNS}, got {reader.fieldnames}")
         rows = []
         for line, row in enumerate(reader, start=2):
             if row["grade"] not in GRADES or row["split"] not in (SPLIT_TEST, SPLIT_TRAINVAL):
-                raise ValueError(f"{path}:{line}: bad grade or split in {row}")
+                raise InputError(f"{path}:{line}: bad grade or split in {row}")
             rows.append(Assignment(row["patient_id"], row["grade"], row["split"], int(row["fold"])))
     return rows
 
@@ -169,7 +170,7 @@ def split_volumes(volumes_dir: str | os.PathLike, out_file: str | os.PathLike, p
     dataset = load_from_disk(str(volumes_dir)).select_columns(["patient_id", "grade"])
     patients = dict(zip(dataset["patient_id"], dataset["grade"]))
     if len(patients) != len(dataset):
-        raise ValueError(f"{volumes_dir}: duplicate patient ids in the volumes dataset")
+        raise InputError(f"{volumes_dir}: duplicate patient ids in the volumes dataset")
     assignments = make_splits(patients, params)
     write_splits(out_file, assignments)
     if summary_file is not None:

@@ -14,6 +14,7 @@ import yaml
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
+from brats_llm.errors import InputError
 from brats_llm.preprocess.volumes import load_volumes
 from brats_llm.split.splits import fold_members, read_splits
 
@@ -72,7 +73,7 @@ def load_split(volumes_dir: str | os.PathLike, patient_ids: list[str], factor: i
     rows = {pid: i for i, pid in enumerate(dataset["patient_id"])}
     missing = [pid for pid in patient_ids if pid not in rows]
     if missing:
-        raise KeyError(f"{volumes_dir}: patients of the split file not in the dataset: {missing[:5]}")
+        raise InputError(f"{volumes_dir}: patients of the split file not in the dataset: {missing[:5]}")
     images, masks, labels, spacing = [], [], [], []
     for pid in tqdm(patient_ids, desc="load volumes", unit="patient", disable=not progress, leave=False):
         row = dataset[rows[pid]]

@@ -8,6 +8,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from brats_llm.errors import InputError
+
 
 class GradeClassifier3D(nn.Module):
     """Conv3d 8 -> ReLU -> MaxPool 2 -> Conv3d 16 -> ReLU -> MaxPool 2 -> FC 128 -> ReLU -> FC 1.
@@ -33,7 +35,7 @@ class GradeClassifier3D(nn.Module):
         )
         flat = 16 * math.prod(size // 4 for size in spatial)
         if flat == 0:
-            raise ValueError(f"input {in_shape} is too small for two 2x poolings")
+            raise InputError(f"input {in_shape} is too small for two 2x poolings")
         self.head = nn.Sequential(nn.Flatten(), nn.Linear(flat, 128), nn.ReLU(inplace=True), nn.Linear(128, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
