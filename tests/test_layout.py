@@ -1,9 +1,12 @@
 """Discovery of BraTS 2020 / 2018 layouts and the reasons cases are excluded before loading."""
 
+import os
+import pathlib
 import shutil
 
 import pytest
 
+from brats_llm.errors import InputError
 from brats_llm.ingest.layout import LAYOUT_2018, LAYOUT_2020, discover
 
 
@@ -85,3 +88,91 @@ def test_real_sample_layout(sample_dir):
     assert inventory.layout == LAYOUT_2018
     assert len(inventory.cases) == 6 and not inventory.excluded
     assert sorted(c.grade for c in inventory.cases) == ["HGG"] * 4 + ["LGG"] * 2
+
+
+def deny(monkeypatch, method, denied):
+    """Make ``Path.<method>`` raise PermissionError for ``denied`` (tests run as root: chmod cannot)."""
+    original = getattr(pathlib.Path, method)
+
+    def guarded(self, *args, **kwargs):
+        if self == denied:
+            raise PermissionError(13, "Permission denied", str(self))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(pathlib.Path, method, guarded)
+
+
+def test_unreadable_entries_are_exclusions(tmp_path, case_factory, monkeypatch):
+    for name in ("Brats18_A_1", "Brats18_B_1", "Brats18_C_1", "Brats18_D_1", "Brats18_E_1"):
+        case_factory(tmp_path / "HGG", name)
+    denied = tmp_path / "HGG" / "Brats18_A_1"
+    broken = tmp_path / "HGG" / "Brats18_B_1" / "Brats18_B_1_t2.nii.gz"
+    broken.unlink()
+    broken.symlink_to(tmp_path / "nowhere.nii.gz")
+    folder = tmp_path / "HGG" / "Brats18_C_1" / "Brats18_C_1_t1.nii.gz"
+    folder.unlink()
+    folder.mkdir()
+    (tmp_path / "HGG" / "Brats18_F_1").symlink_to(tmp_path / "gone")  # a case folder that is a broken link
+    deny(monkeypatch, "iterdir", denied)
+    inventory = discover(tmp_path)
+    assert [c.patient_id for c in inventory.cases] == ["Brats18_D_1", "Brats18_E_1"]
+    excluded = {e.id: e for e in inventory.excluded}
+    denied_reason = "cannot list folder (Permission denied)"
+    assert (excluded["Brats18_A_1"].path, excluded["Brats18_A_1"].reason) == (str(denied), denied_reason)
+    assert (excluded["Brats18_B_1"].path, excluded["Brats18_B_1"].reason) == (str(broken), "broken symbolic link")
+    assert (excluded["Brats18_C_1"].path, excluded["Brats18_C_1"].reason) == (str(folder), "is a folder, not a file")
+    assert "broken symbolic link" in excluded["Brats18_F_1"].reason
+
+
+@pytest.mark.parametrize("where", ["root", "grade", "stat"])
+def test_unreadable_release_is_one_input_error(tmp_path, case_factory, monkeypatch, where):
+    case_factory(tmp_path / "LGG", "Brats18_A_1")
+    if where == "root":
+        (tmp_path / "LGG").rename(tmp_path / "wrapper")  # no grade folder: the root is listed
+        deny(monkeypatch, "iterdir", tmp_path)
+    elif where == "grade":
+        deny(monkeypatch, "iterdir", tmp_path / "LGG")
+    else:
+        deny(monkeypatch, "stat", tmp_path / "HGG")
+    with pytest.raises(InputError, match="Permission denied") as info:
+        discover(tmp_path)
+    assert str(tmp_path) in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "make, reason",
+    [
+        (lambda p: p.write_bytes("Grade,BraTS_2020_subject_ID\nHGG,BraTS20_Training_001\xe9\n".encode("latin-1")),
+         r"not UTF-8 text \(byte 0xe9"),
+        (lambda p: p.mkdir(), "is a folder, not a file"),
+        (lambda p: p.symlink_to(p.parent / "missing.csv"), "broken symbolic link"),
+        (lambda p: p.write_text("Grade,ID\nHGG,x\n"), r"missing column\(s\) \['BraTS_2020_subject_ID'\]"),
+        (lambda p: p.write_text("Grade,BraTS_2020_subject_ID\nHGG,\"" + "x" * 200_000 + "\"\n"), "not valid CSV"),
+    ],
+)
+def test_bad_mapping_is_one_input_error(tmp_path, case_factory, make, reason):
+    case_factory(tmp_path, "BraTS20_Training_001")
+    make(tmp_path / "name_mapping.csv")
+    with pytest.raises(InputError, match=reason) as info:
+        discover(tmp_path)
+    assert str(info.value).startswith(str(tmp_path / "name_mapping.csv"))
+
+
+def test_unreadable_mapping(tmp_path, case_factory, monkeypatch):
+    case_factory(tmp_path, "BraTS20_Training_001")
+    write_mapping(tmp_path, [("BraTS20_Training_001", "HGG")])
+    deny(monkeypatch, "open", tmp_path / "name_mapping.csv")
+    with pytest.raises(InputError, match=r"name_mapping.csv: cannot read name_mapping.csv \(Permission denied\)"):
+        discover(tmp_path)
+
+
+def test_unreadable_folder_listed_in_mapping_is_not_reported_twice(tmp_path, case_factory, monkeypatch):
+    case_factory(tmp_path, "BraTS20_Training_001")
+    case_factory(tmp_path, "BraTS20_Training_002")
+    write_mapping(tmp_path, [("BraTS20_Training_001", "HGG"), ("BraTS20_Training_002", "LGG")])
+    deny(monkeypatch, "iterdir", tmp_path / "BraTS20_Training_002")
+    inventory = discover(tmp_path)
+    assert [c.patient_id for c in inventory.cases] == ["BraTS20_Training_001"]
+    why = [(e.id, e.reason) for e in inventory.excluded]
+    assert why == [("BraTS20_Training_002", "cannot list folder (Permission denied)")]
+    assert os.path.isdir(tmp_path / "BraTS20_Training_002")

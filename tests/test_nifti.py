@@ -117,3 +117,24 @@ def test_float_mask_with_fractions_is_rejected(root, case_factory):
     case_factory(root / "HGG", "c1", mask=mask)
     with pytest.raises(CaseError, match="non-integer"):
         load_case(only_case(root))
+
+
+@pytest.mark.filterwarnings("error")
+@pytest.mark.parametrize("modality, bad, count", [("flair", [np.nan], 1), ("t1", [np.inf, -np.inf], 2)])
+def test_non_finite_voxels_name_the_file_and_count(root, case_factory, modality, bad, count):
+    case_dir = case_factory(root / "HGG", "c1")
+    image = np.full(TINY_SHAPE, 100.0, np.float32)
+    image[10, 10, 10 : 10 + len(bad)] = bad
+    path = case_dir / f"c1_{modality}.nii.gz"
+    path.write_bytes(nifti_bytes(image))
+    with pytest.raises(CaseError, match=rf"^{path}: {count} non-finite voxel\(s\)") as info:
+        load_case(only_case(root))
+    assert info.value.path == str(path)
+
+
+def test_case_error_is_a_project_input_error():
+    from brats_llm.errors import BratsLlmError, InputError
+
+    error = CaseError("/x/c1_t2.nii.gz", "broken")
+    assert isinstance(error, InputError) and isinstance(error, BratsLlmError) and isinstance(error, ValueError)
+    assert str(error) == "/x/c1_t2.nii.gz: broken"

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import warnings
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,19 +16,22 @@ from isal.igzip_lib import IsalError
 from nibabel import orientations
 
 from brats_llm.constants import BRATS_LABELS, CANONICAL_AXCODES, MODALITIES
-from brats_llm.ingest.layout import CaseFiles
+from brats_llm.ingest.layout import CaseError, CaseFiles
 
 #: Largest tolerated difference between the affines of one case's files (mm).
 AFFINE_TOLERANCE_MM = 1e-3
 
 
-class CaseError(Exception):
-    """A case cannot be used; ``path`` names the offending file, ``reason`` says why."""
-
-    def __init__(self, path: str | Path, reason: str):
-        super().__init__(f"{path}: {reason}")
-        self.path = str(path)
-        self.reason = reason
+@contextmanager
+def numeric_guard(path: str | Path) -> Iterator[None]:
+    """Turn numpy floating-point problems (overflow, invalid value, division by zero) and any
+    RuntimeWarning inside the block into a CaseError naming ``path``, so none escapes anonymously."""
+    with warnings.catch_warnings(), np.errstate(over="raise", invalid="raise", divide="raise", under="ignore"):
+        warnings.simplefilter("error", RuntimeWarning)
+        try:
+            yield
+        except (FloatingPointError, RuntimeWarning) as error:
+            raise CaseError(path, f"numeric problem in the voxel values ({error})") from error
 
 
 @dataclass(frozen=True)
@@ -66,7 +72,10 @@ def read_nifti(path: Path) -> nib.Nifti1Image:
 
 def _array(image: nib.Nifti1Image, path: Path) -> np.ndarray:
     try:
-        array = np.asanyarray(image.dataobj)
+        with numeric_guard(path):
+            array = np.asanyarray(image.dataobj)
+    except CaseError:
+        raise
     except Exception as error:
         raise CaseError(path, f"image data unreadable or truncated ({error})") from error
     if array.ndim == 4 and array.shape[3] == 1:
@@ -76,10 +85,18 @@ def _array(image: nib.Nifti1Image, path: Path) -> np.ndarray:
     return array
 
 
+def check_finite(array: np.ndarray, path: Path) -> None:
+    """Raise CaseError naming ``path`` and the count when ``array`` holds NaN or infinite voxels."""
+    if np.issubdtype(array.dtype, np.inexact):
+        bad = array.size - int(np.count_nonzero(np.isfinite(array)))
+        if bad:
+            raise CaseError(path, f"{bad} non-finite voxel(s) (NaN or infinity) in the image data")
+
+
 def _mask_labels(array: np.ndarray, path: Path) -> np.ndarray:
     """Validate BraTS labels and return the mask as uint8; other values fail loudly."""
-    if not np.issubdtype(array.dtype, np.integer):
-        if not np.all(np.isfinite(array)) or not np.array_equal(array, np.round(array)):
+    if not np.issubdtype(array.dtype, np.integer):  # NaN/infinity were rejected by check_finite
+        if not np.array_equal(array, np.round(array)):
             raise CaseError(path, f"mask has non-integer values (dtype {array.dtype})")
     low, high = array.min(initial=0), array.max(initial=0)
     if low >= 0 and high <= max(BRATS_LABELS):  # fast path: only 3 can be wrong inside [0, 4]
@@ -98,7 +115,8 @@ def load_case(case: CaseFiles) -> LoadedCase:
     """Read and check all files of ``case``; arrays are reoriented to ``CANONICAL_AXCODES``.
 
     Raises:
-        CaseError: naming the first file that is unreadable, inconsistent or has bad labels.
+        CaseError: naming the first file that is unreadable, inconsistent, holds NaN/infinite
+            voxels or has bad labels.
     """
     paths = (*case.images, case.mask)
     images = [read_nifti(path) for path in paths]
@@ -110,6 +128,7 @@ def load_case(case: CaseFiles) -> LoadedCase:
             raise CaseError(path, f"shape {array.shape} differs from {reference_path.name} {_array_shape(reference)}")
         if not np.allclose(image.affine, reference.affine, atol=AFFINE_TOLERANCE_MM):
             raise CaseError(path, f"affine differs from {reference_path.name} (files are not co-registered)")
+        check_finite(array, path)
         arrays.append(array)
     arrays[-1] = _mask_labels(arrays[-1], case.mask)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ import numpy as np
 
 from brats_llm.constants import GRADE_TO_LABEL, IMAGE_SIZE, N_SLICES
 from brats_llm.ingest.layout import CaseFiles, Exclusion
-from brats_llm.ingest.nifti import CaseError, load_case
+from brats_llm.ingest.nifti import CaseError, load_case, numeric_guard
 from brats_llm.preprocess import transforms
 
 
@@ -43,8 +44,49 @@ class PrepareParams:
             raise ValueError("need 0 <= lower_percentile < upper_percentile <= 100")
 
 
+@dataclass(frozen=True)
+class CaseFailure:
+    """A case that hit an unexpected exception (a bug, not bad input), with the worker's traceback."""
+
+    id: str
+    path: str
+    error: str
+    traceback: str
+
+
+def intensity_range(image: np.ndarray, brain: np.ndarray, path: Path, params: PrepareParams) -> tuple[float, float]:
+    """The robust range of ``image`` inside ``brain``.
+
+    Raises:
+        CaseError: the modality is constant inside the brain, or its percentile range is empty
+            (the channel would be blank).
+    """
+    low, high = transforms.intensity_range(image, brain, params.lower_percentile, params.upper_percentile)
+    if high > low:
+        return low, high
+    values = transforms.masked_values(image, brain)
+    if values.min() == values.max():
+        raise CaseError(path, f"constant inside the brain (every brain voxel is {values.min():g})")
+    raise CaseError(path, f"no contrast inside the brain: the {params.lower_percentile:g}th and "
+                          f"{params.upper_percentile:g}th percentiles are both {low:g}")
+
+
+def lost_tumour_note(tumour: np.ndarray, start: int, stop: int) -> str | None:
+    """A note when the axial window [start, stop) cuts off tumour voxels, with the fraction kept."""
+    kept, total = int(tumour[:, :, start:stop].sum()), int(tumour.sum())
+    if kept == total:
+        return None
+    occupied = np.flatnonzero(tumour.any(axis=(0, 1)))
+    extent = int(occupied[-1]) - int(occupied[0]) + 1
+    return (f"tumour spans {extent} axial slices ({occupied[0]}-{occupied[-1]}), the window keeps slices "
+            f"{start}-{stop - 1}: {kept / total:.1%} of tumour voxels kept ({total - kept} lost)")
+
+
 def preprocess_case(case: CaseFiles, params: PrepareParams, root: Path) -> dict[str, Any]:
     """Load, validate and preprocess one case into a dataset row.
+
+    The row's ``_notes`` lists (path, message) pairs; ``_lost_tumour`` is the (path, message) of a
+    window that cuts off tumour voxels, else None (a note, or an exclusion under ``--strict``).
 
     Raises:
         CaseError: naming the file and the reason the case cannot be used.
@@ -55,14 +97,18 @@ def preprocess_case(case: CaseFiles, params: PrepareParams, root: Path) -> dict[
     except ValueError as error:
         raise CaseError(case.mask, str(error)) from error
     brain = transforms.brain_mask(loaded.images)
+    if not brain.any():
+        raise CaseError(case.folder, "all images are zero everywhere (no brain voxels)")
     window = np.s_[:, :, start:stop]
     brain_window = transforms.to_slices(brain[window])  # (slice, row, col); free for nibabel's F-order
     channels = []
-    for image in loaded.images:
-        low, high = transforms.intensity_range(image, brain, params.lower_percentile, params.upper_percentile)
-        scaled = transforms.scale_to_255(transforms.to_slices(image[window]), brain_window, low, high)
-        channels.append(transforms.to_uint8(transforms.resize_slices(scaled, params.size)))
+    for image, path in zip(loaded.images, case.images):
+        with numeric_guard(path):  # a numpy warning becomes an exclusion naming this file
+            low, high = intensity_range(image, brain, path, params)
+            scaled = transforms.scale_to_255(transforms.to_slices(image[window]), brain_window, low, high)
+            channels.append(transforms.to_uint8(transforms.resize_slices(scaled, params.size)))
     tumour = loaded.mask > 0
+    lost = lost_tumour_note(tumour, start, stop)
     mask = transforms.resize_slices(transforms.to_slices(tumour[window]).view(np.uint8), params.size, nearest=True)
     nx, ny, _ = loaded.mask.shape
     sx, sy, sz = loaded.spacing_mm
@@ -79,7 +125,8 @@ def preprocess_case(case: CaseFiles, params: PrepareParams, root: Path) -> dict[
         "tumour_fraction_in_window": float(tumour[window].sum() / tumour.sum()),
         "layout": case.layout,
         "source": case.folder.relative_to(root).as_posix(),
-        "_notes": list(loaded.notes),
+        "_notes": [(str(case.folder), note) for note in loaded.notes],
+        "_lost_tumour": None if lost is None else (str(case.mask), lost),
     }
 
 
@@ -89,12 +136,19 @@ def worker_init() -> None:
 
 
 def process_task(args: tuple[CaseFiles, PrepareParams, Path]) -> tuple[str, Any]:
+    """Run one case: ("ok", row), ("excluded", Exclusion) or ("error", CaseFailure) for a bug.
+
+    An unexpected exception must not stop the batch nor pass for an exclusion: its traceback is
+    captured here as text (this runs in a worker process) for the report.
+    """
     case, params, root = args
     try:
-        return "ok", preprocess_case(case, params, root)
+        with numeric_guard(case.folder):  # fallback: files are named where the problem is known
+            return "ok", preprocess_case(case, params, root)
     except CaseError as error:
         return "excluded", Exclusion(case.patient_id, error.path, error.reason)
     except MemoryError:
         raise
-    except Exception as error:  # a bug or an unforeseen file problem must not stop the batch
-        return "excluded", Exclusion(case.patient_id, str(case.folder), f"unexpected error: {error!r}")
+    except Exception as error:
+        failure = f"{type(error).__name__}: {error}"
+        return "error", CaseFailure(case.patient_id, str(case.folder), failure, traceback.format_exc())

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from datasets import Array3D, Array4D, ClassLabel, Dataset, Features, List, Value, load_from_disk
@@ -14,9 +15,10 @@ from tqdm.auto import tqdm
 from brats_llm import atomic
 from brats_llm.arrowio import EmptyDatasetError, dataset_writer
 from brats_llm.constants import GRADES, IMAGE_SIZE, MODALITIES, N_SLICES
+from brats_llm.errors import BratsLlmError, InputError
 from brats_llm.ingest.layout import Exclusion, Note, discover
 from brats_llm.parallel import process_context
-from brats_llm.preprocess.case import PrepareParams, process_task, worker_init
+from brats_llm.preprocess.case import CaseFailure, PrepareParams, process_task, worker_init
 
 
 @dataclass
@@ -28,14 +30,24 @@ class PrepareResult:
     included: list[str]
     excluded: list[Exclusion]
     notes: list[Note]
+    errors: list[CaseFailure] = field(default_factory=list)
 
 
 #: Modules the worker server imports once, so workers start without importing ``datasets``.
 PRELOAD = ("brats_llm.preprocess.case",)
 
 
-class NoUsableCaseError(RuntimeError):
+class NoUsableCaseError(InputError, RuntimeError):
     """Every case was excluded; the report says why for each."""
+
+
+class CaseFailuresError(BratsLlmError, RuntimeError):
+    """Some cases hit unexpected exceptions (bugs): the dataset and report were written without
+    them, the report's ``errors`` hold their tracebacks. ``result`` is what the run produced."""
+
+    def __init__(self, message: str, result: PrepareResult):
+        super().__init__(message)
+        self.result = result
 
 
 def volume_features(slices: int = N_SLICES, size: int = IMAGE_SIZE) -> Features:
@@ -70,7 +82,7 @@ def load_volumes(path: str | os.PathLike) -> Dataset:
 
 def prepare(raw_dir: str | os.PathLike, out_dir: str | os.PathLike, params: PrepareParams,
             report: str | os.PathLike | None = None, *, workers: int = 0,
-            progress: bool = True) -> PrepareResult:
+            progress: bool = True, strict: bool = False) -> PrepareResult:
     """Build the volumes dataset at ``out_dir`` from the raw release at ``raw_dir``.
 
     Cases are processed one per task on ``workers`` processes and streamed to disk in
@@ -80,60 +92,91 @@ def prepare(raw_dir: str | os.PathLike, out_dir: str | os.PathLike, params: Prep
         raw_dir: raw release folder (never modified).
         out_dir: dataset folder to (re)create, in the ``save_to_disk`` layout (one Arrow file).
         params: the ``prepare`` params.
-        report: optional JSON report path (included ids, exclusions with reasons, notes).
+        report: optional JSON report path (included ids, exclusions with reasons, notes,
+            internal errors with tracebacks).
         workers: processes (0 = all cores); the output does not depend on it.
         progress: show a progress bar.
+        strict: exclude cases whose axial window cuts off tumour voxels (otherwise a note).
 
     Returns:
-        The ids included and the exclusions.
+        The ids included, the exclusions and the notes.
 
     Raises:
         NoUsableCaseError: no case could be used (the report is still written).
+        CaseFailuresError: some cases hit an unexpected exception (a bug); raised after the
+            dataset of the other cases and the report are written.
+        InputError: the release (folder, grade folder, name_mapping.csv) cannot be read.
     """
     inventory = discover(raw_dir)
     out_dir = Path(out_dir)
-    excluded = list(inventory.excluded)
-    notes = list(inventory.notes)
-    included: list[str] = []
+    result = PrepareResult(out_dir, inventory.layout, [], list(inventory.excluded), list(inventory.notes))
     features = volume_features(params.slices, params.size)
     workers = workers or os.cpu_count() or 1
     tasks = [(case, params, inventory.root) for case in inventory.cases]
 
     description = f"BraTS volumes {features['image'].shape} uint8, modalities {list(MODALITIES)}"
     try:
-        with dataset_writer(out_dir, features, description) as writer:
+        with dataset_writer(out_dir, features, description, kind="volumes") as writer:
             pool = process_context(PRELOAD).Pool(workers, initializer=worker_init) if workers > 1 and len(tasks) > 1 else None
             try:
                 results = pool.imap(process_task, tasks) if pool else map(process_task, tasks)
                 bar = tqdm(results, total=len(tasks), desc="prepare", unit="case", disable=not progress)
                 for status, value in bar:
-                    if status == "ok":
-                        notes += [Note(value["patient_id"], value["source"], n) for n in value.pop("_notes")]
-                        writer.write(value)
-                        included.append(value["patient_id"])
-                    else:
-                        excluded.append(value)
+                    _record(result, status, value, writer, strict)
             finally:
                 if pool:
                     pool.terminate()
             if report is not None:
-                write_report(report, inventory.layout, params, included, excluded, notes)
+                write_report(report, params, result)
     except EmptyDatasetError:
-        raise NoUsableCaseError(f"{raw_dir}: no usable case ({len(excluded)} excluded; see the report)") from None
-    return PrepareResult(out_dir, inventory.layout, included, excluded, notes)
+        if not result.errors:
+            n_excluded = len(result.excluded)
+            raise NoUsableCaseError(f"{raw_dir}: no usable case ({n_excluded} excluded; see the report)") from None
+    if result.errors:
+        raise CaseFailuresError(_failures_message(result, report), result)
+    return result
 
 
-def write_report(path: str | os.PathLike, layout: str, params: PrepareParams, included: list[str],
-                 excluded: list[Exclusion], notes: list[Note]) -> None:
-    """Write the exclusions report (JSON, stable key order)."""
+def _record(result: PrepareResult, status: str, value: Any, writer: Any, strict: bool) -> None:
+    """File one case's outcome: write its row, or record its exclusion or internal error."""
+    if status == "excluded":
+        result.excluded.append(value)
+        return
+    if status == "error":
+        result.errors.append(value)
+        return
+    patient_id = value["patient_id"]
+    result.notes += [Note(patient_id, path, message) for path, message in value.pop("_notes")]
+    lost = value.pop("_lost_tumour")
+    if lost is not None and strict:
+        result.excluded.append(Exclusion(patient_id, lost[0], f"{lost[1]}; excluded by --strict"))
+        return
+    if lost is not None:
+        result.notes.append(Note(patient_id, *lost))
+    writer.write(value)
+    result.included.append(patient_id)
+
+
+def _failures_message(result: PrepareResult, report: str | os.PathLike | None) -> str:
+    ids = ", ".join(failure.id for failure in result.errors)
+    written = f"the {len(result.included)} other case(s) were written" if result.included else "no dataset was written"
+    where = f"tracebacks in {report}" if report is not None else "rerun with --report to keep the tracebacks"
+    return (f"{len(result.errors)} case(s) hit internal errors (a bug, not bad input): {ids}; "
+            f"{written}; {where}")
+
+
+def write_report(path: str | os.PathLike, params: PrepareParams, result: PrepareResult) -> None:
+    """Write the report (JSON, stable key order): included ids, exclusions, notes, internal errors."""
     atomic.write_json(
         path,
         {
-            "layout": layout,
+            "layout": result.layout,
             "params": dataclasses.asdict(params),
-            "counts": {"included": len(included), "excluded": len(excluded)},
-            "included": included,
-            "excluded": [dataclasses.asdict(e) for e in excluded],
-            "notes": [dataclasses.asdict(n) for n in notes],
+            "counts": {"included": len(result.included), "excluded": len(result.excluded),
+                       "errors": len(result.errors)},
+            "included": result.included,
+            "excluded": [dataclasses.asdict(e) for e in result.excluded],
+            "notes": [dataclasses.asdict(n) for n in result.notes],
+            "errors": [dataclasses.asdict(e) for e in result.errors],
         },
     )
