@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,27 +28,110 @@ class Parsed:
     detail: str = ""
 
 
-_DECODER = json.JSONDecoder()
+def _parse_int(digits: str) -> int | float:
+    """JSON integers: exact up to 18 digits, longer ones as floats (huge ones become inf and are rejected).
+
+    Avoids Python's int-from-string digit limit (a ValueError past 4300 digits) and its superlinear cost.
+    """
+    return int(digits) if len(digits) <= 18 else float(digits)
+
+
+_DECODER = json.JSONDecoder(parse_int=_parse_int)
+
+MAX_NESTING = 64
+"""Only the innermost ``MAX_NESTING`` open objects are candidates (answers nest 3 levels deep)."""
+MAX_CANDIDATES = 1000
+"""At most this many balanced ``{...}`` candidates are decoded per answer; later ones are not tried."""
+RESCAN_CHARS = 16384
+"""Rescans (after a stray quote inside a stray ``{``) stop once this many characters beyond one pass were scanned."""
+
+# Text between brackets, in one C-level match: anything but brackets and quotes, or a whole JSON string
+# (an unterminated one runs to the end of the text). Atomic groups: a match never backtracks.
+_NEUTRAL = re.compile(r'(?>[^{}\[\]"]+|"(?>[^"\\]+|\\.)*+(?:"|\\?\Z))+', re.S)
+_FENCE = re.compile(r"```(?:json)?")
+
+
+def _regions(text: str) -> Iterator[tuple[int, int]]:
+    """Balanced ``{...}`` spans of ``text`` in a linear scan; JSON strings are respected, prose quotes are not.
+
+    Outside objects only ``{`` matters; inside, a depth counter over ``{[`` / ``]}`` skips JSON strings.
+    Every object that closes is a candidate (inner ones too, so an answer inside an unbalanced outer
+    ``{`` is still found); candidates of one top-level region come out in order of their start. A region
+    that never closes, or whose candidates all failed, is rescanned from its first ``{`` inside a string
+    (a stray prose ``"`` can shift string boundaries), within a total budget of scanned characters.
+    """
+    n, neutral, find = len(text), _NEUTRAL.match, text.find
+    budget = n + RESCAN_CHARS
+    scanned, pos = 0, 0
+    while scanned <= budget:
+        start = find("{", pos)
+        if start < 0:
+            return
+        stack: deque[tuple[int, int]] = deque(maxlen=MAX_NESTING)  # (position, depth) of open "{"
+        closed: list[tuple[int, int]] = []
+        depth, i, in_string_brace = 0, start, -1
+        stop = min(n, start + budget - scanned)  # the first pass always reaches the end
+        while i < stop:
+            ch = text[i]
+            if ch == "{":
+                depth += 1
+                stack.append((i, depth))
+            elif ch == "[":
+                depth += 1
+            elif ch == "}" or ch == "]":
+                if stack and stack[-1][1] == depth:
+                    closed.append((stack.pop()[0], i + 1))
+                depth -= 1
+                if depth == 0:
+                    i += 1
+                    break
+            else:
+                end = neutral(text, i).end()
+                if in_string_brace < 0:  # a "{" in a neutral span is inside a string
+                    in_string_brace = find("{", i, end)
+                i = end
+                continue
+            i += 1
+        scanned += i - start
+        closed.sort()
+        yield from closed
+        pos = in_string_brace if in_string_brace > start else i
+        if pos >= n or i >= stop < n:  # nothing left, or the budget ran out mid-region
+            return
 
 
 def _json_object(text: str) -> dict | None:
-    """The first JSON object in ``text`` (code fences and surrounding prose ignored)."""
-    text = re.sub(r"```(?:json)?", "", text)
-    start = text.find("{")
-    while start != -1:
+    """The first JSON object in ``text`` (code fences and surrounding prose ignored).
+
+    Linear in ``len(text)``: candidates come from one bracket scan (:func:`_regions`) and only they are
+    decoded, each as its own substring, at most :data:`MAX_CANDIDATES` of them and in total at most
+    ``2 * len(text)`` characters.
+    """
+    text = _FENCE.sub("", text)
+    tried: set[int] = set()
+    decoded = 0
+    for start, end in _regions(text):
+        if start in tried:
+            continue
+        tried.add(start)
+        decoded += end - start
+        if len(tried) > MAX_CANDIDATES or decoded > 2 * len(text) + 4096:
+            return None
         try:
-            obj, _ = _DECODER.raw_decode(text, start)
-        except (json.JSONDecodeError, RecursionError, ValueError):
-            obj = None
+            obj = _DECODER.decode(text[start:end])
+        except (ValueError, RecursionError, OverflowError, MemoryError):  # JSONDecodeError is a ValueError
+            continue
         if isinstance(obj, dict):
             return obj
-        start = text.find("{", start + 1)
     return None
 
 
 def _point(value: Any) -> tuple[float, float] | None:
     if isinstance(value, (list, tuple)) and len(value) == 2 and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
-        x, y = float(value[0]), float(value[1])
+        try:
+            x, y = float(value[0]), float(value[1])
+        except OverflowError:  # an int too large for a float
+            return None
         if math.isfinite(x) and math.isfinite(y):
             return x, y
     return None
@@ -75,8 +160,12 @@ def _parse_cls(text: str, obj: dict | None) -> Parsed:
 
 
 def parse_answer(task: str, text: str) -> Parsed:
-    """Parse an answer to ``task``; never raises for any string input.
+    """Parse an answer to ``task``; never raises for any string input, and takes time linear in its length.
 
+    The answer is the first balanced ``{...}`` that decodes to a JSON object (see :func:`_json_object`
+    for the limits that keep adversarial text linear: at most :data:`MAX_CANDIDATES` candidates, only
+    the innermost :data:`MAX_NESTING` open objects). Numbers that do not fit a finite float (``1e400``,
+    a 400-digit integer, ``NaN``, ``Infinity``) are not coordinates: a format_error.
     Values must lie inside the image; a box must have x_min <= x_max and y_min <= y_max; a polygon
     needs 10-15 vertices forming a valid (non-self-intersecting, non-zero-area) shape.
     """
