@@ -1,8 +1,10 @@
 """A loopback stand-in for the Hugging Face Hub HTTP API: just enough for create_repo, upload_folder
-(regular and LFS uploads), repo info by revision and file resolve (snapshot_download).
+(regular and LFS uploads), repo info by revision (with ``private``) and file resolve (snapshot_download).
 
 Test-only. Serves 127.0.0.1 on a free port, keeps everything in memory, answers ``status`` for
-every request when ``fail_with`` is set (e.g. 401), and records request headers for leak checks.
+every request when ``fail_with`` is set (e.g. 401), and records request headers (for leak checks) and
+``(method, path)`` of every request. ``add_repo`` pre-seeds an existing repo (e.g. a public one);
+creating a repo that exists answers 409 like the Hub and leaves its visibility alone.
 """
 
 from __future__ import annotations
@@ -23,7 +25,15 @@ class HubState:
         self.lfs: dict[str, bytes] = {}
         self.fail_with: int | None = None
         self.seen_headers: list[dict[str, str]] = []
+        self.requests: list[tuple[str, str]] = []
         self.lock = threading.Lock()
+
+    def add_repo(self, repo: str, *, private: bool, files: dict[str, bytes] | None = None) -> None:
+        """An existing repo (created elsewhere), with one commit holding ``files``."""
+        self.repos[repo] = {"private": private, "commits": [("0" * 40, dict(files or {}))], "create": None}
+
+    def commits(self, repo: str) -> int:
+        return len(self.repos[repo]["commits"]) if repo in self.repos else 0
 
     def files(self, repo: str, revision: str) -> tuple[str, dict[str, bytes]]:
         commits = self.repos[repo]["commits"]
@@ -61,6 +71,7 @@ def make_handler(state: HubState):
 
         def _guard(self) -> bool:
             state.seen_headers.append({k.lower(): v for k, v in self.headers.items()})
+            state.requests.append((self.command, urlparse(self.path).path))
             if state.fail_with:
                 self._body()
                 self._json(state.fail_with, {"error": "denied"})
@@ -75,11 +86,13 @@ def make_handler(state: HubState):
             if path == "/api/repos/create":
                 data = json.loads(body)
                 repo = f"{data.get('organization') or 'user'}/{data['name']}" if "/" not in data["name"] else data["name"]
+                url = f"http://127.0.0.1/{'' if data.get('type') == 'model' else 'datasets/'}{repo}"
                 with state.lock:
-                    if repo not in state.repos:
-                        private = bool(data.get("private")) or data.get("visibility") == "private"
-                        state.repos[repo] = {"private": private, "commits": [("0" * 40, {})], "create": data}
-                return self._json(200, {"url": f"http://127.0.0.1/datasets/{repo}", "name": repo})
+                    if repo in state.repos:  # like the Hub: 409, visibility untouched
+                        return self._json(409, {"error": "You already created this repo", "url": url})
+                    private = bool(data.get("private")) or data.get("visibility") == "private"
+                    state.repos[repo] = {"private": private, "commits": [("0" * 40, {})], "create": data}
+                return self._json(200, {"url": url, "name": repo})
             if path == "/api/validate-yaml":  # README metadata check before a commit
                 return self._json(200, {"errors": [], "warnings": []})
             match = re.match(r"^/api/(?:datasets|models)/(.+)/preupload/(.+)$", path)

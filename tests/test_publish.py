@@ -2,6 +2,7 @@
 
 import json
 import socket
+from pathlib import Path
 
 import pytest
 
@@ -81,3 +82,99 @@ def test_hub_errors_are_clear(built, tmp_path, hub_env):
         port = sock.getsockname()[1]
     with pytest.raises(PublishError, match=f"127.0.0.1:{port}"):
         run_publish(built, tmp_path, PublishParams(repo_id="lab/x", endpoint=f"http://127.0.0.1:{port}"))
+
+
+def test_publish_error_is_a_project_error():
+    from brats_llm.errors import BratsLlmError
+
+    assert issubclass(PublishError, BratsLlmError) and issubclass(PublishError, RuntimeError)
+
+
+def _uploads(hub) -> list[tuple[str, str]]:
+    """Requests that would write repo content (preupload, LFS, commit)."""
+    return [(m, p) for m, p in hub.state.requests
+            if m in ("POST", "PUT") and ("/preupload/" in p or "/commit/" in p or "lfs" in p)]
+
+
+@pytest.mark.parametrize("existing_private, wanted_private", [(False, True), (True, False)])
+def test_existing_repo_of_other_visibility_is_refused(built, tmp_path, hub_env, existing_private, wanted_private):
+    with HubServer() as hub:
+        hub.state.add_repo("lab/brats-demo", private=existing_private, files={"README.md": b"theirs"})
+        params = PublishParams(repo_id="lab/brats-demo", endpoint=hub.endpoint, private=wanted_private)
+        with pytest.raises(PublishError) as info:
+            run_publish(built, tmp_path, params)
+        message = str(info.value)
+        now = "private" if existing_private else "public"
+        assert f"{hub.endpoint}/datasets/lab/brats-demo" in message and f"the repo is {now}" in message
+        assert f"publish.private is {str(wanted_private).lower()}" in message and "never change" in message
+        assert TOKEN not in message and "huggingface-cli" not in message
+        assert hub.state.commits("lab/brats-demo") == 1 and not _uploads(hub)  # nothing uploaded
+        assert hub.state.repos["lab/brats-demo"]["private"] is existing_private  # visibility untouched
+    assert not (tmp_path / "revision.json").exists() and (tmp_path / "hub" / "README.md").is_file()
+
+
+def test_existing_private_repo_receives_the_upload(built, tmp_path, hub_env):
+    with HubServer() as hub:
+        hub.state.add_repo("lab/brats-demo", private=True)
+        record = run_publish(built, tmp_path, PublishParams(repo_id="lab/brats-demo", endpoint=hub.endpoint))
+        assert hub.state.commits("lab/brats-demo") == 2 and hub.state.repos["lab/brats-demo"]["private"] is True
+        assert record["endpoint"] == hub.endpoint
+        assert "README.md" in hub.state.files("lab/brats-demo", record["revision"])[1]
+
+
+def test_endpoint_from_hf_endpoint_is_recorded(built, tmp_path, hub_env, monkeypatch):
+    with HubServer() as hub:
+        from huggingface_hub import constants
+
+        default, template = constants.ENDPOINT, constants.HUGGINGFACE_CO_URL_TEMPLATE
+        # huggingface_hub reads HF_ENDPOINT at import: set the constants it derives from it as well
+        monkeypatch.setenv("HF_ENDPOINT", hub.endpoint)
+        monkeypatch.setattr(constants, "ENDPOINT", hub.endpoint)
+        monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", template.replace(default, hub.endpoint, 1))
+        record = run_publish(built, tmp_path, PublishParams(repo_id="lab/brats-env"))
+        assert record["endpoint"] == hub.endpoint
+        assert json.loads((tmp_path / "revision.json").read_text())["endpoint"] == hub.endpoint
+        monkeypatch.undo()  # back to the default endpoint: only the record leads to the server
+        assert constants.ENDPOINT == default
+        loaded = load_published(tmp_path / "revision.json", "geometry")
+        assert len(loaded["train"]) == len(load_slices(built / "geometry"))
+
+
+def test_endpoint_credentials_are_never_recorded():
+    from brats_llm.publish.hub import resolve_endpoint
+
+    assert resolve_endpoint(f"https://user:{TOKEN}@hub.example.org/") == "https://hub.example.org"
+    assert resolve_endpoint("http://127.0.0.1:8080") == "http://127.0.0.1:8080"
+
+
+def test_adapter_upload_never_widens_access(tmp_path, hub_env):
+    from brats_llm.publish.hub import upload_to_hub
+
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text("{}")
+    with HubServer() as hub:
+        hub.state.add_repo("lab/public-adapter", private=False)
+        with pytest.raises(PublishError, match="lab/public-adapter: the repo is public but private is true") as info:
+            upload_to_hub(adapter, "lab/public-adapter", repo_type="model", endpoint=hub.endpoint)
+        assert TOKEN not in str(info.value)
+        assert hub.state.commits("lab/public-adapter") == 1 and not _uploads(hub)
+        sha = upload_to_hub(adapter, "lab/new-adapter", repo_type="model", endpoint=hub.endpoint)
+        assert hub.state.repos["lab/new-adapter"]["private"] is True
+        assert hub.state.files("lab/new-adapter", sha)[1]["adapter_config.json"] == b"{}"
+
+
+def test_login_hints_name_hf_auth_login(built, tmp_path, hub_env):
+    from click.testing import CliRunner
+
+    from brats_llm.cli import main
+
+    with HubServer() as hub:
+        hub.state.fail_with = 403
+        with pytest.raises(PublishError, match="HTTP 403.*`hf auth login`") as info:
+            run_publish(built, tmp_path, PublishParams(repo_id="lab/x", endpoint=hub.endpoint))
+        assert "huggingface-cli" not in str(info.value) and TOKEN not in str(info.value)
+    help_text = " ".join(CliRunner().invoke(main, ["publish", "--help"]).output.split())  # click re-wraps lines
+    assert "hf auth login" in help_text and "huggingface-cli" not in help_text
+    source = (Path(__file__).resolve().parents[1] / "brats_llm" / "publish" / "hub.py").read_text()
+    assert "huggingface-cli" not in source

@@ -16,6 +16,7 @@ from datasets.table import InMemoryTable
 from huggingface_hub import DatasetCard, DatasetCardData, HfApi
 
 from brats_llm import atomic
+from brats_llm.errors import BratsLlmError
 from brats_llm.constants import GRADES
 from brats_llm.conversations.prompts import PROMPT_VERSION, TASKS
 
@@ -37,8 +38,43 @@ class PublishParams:
     endpoint: str = ""
 
 
-class PublishError(RuntimeError):
-    """Upload failed; the message names the endpoint and repo, never the token."""
+class PublishError(BratsLlmError, RuntimeError):
+    """Upload failed or was refused; the message names the endpoint and repo, never the token."""
+
+
+LOGIN_HINT = "set HF_TOKEN or run `hf auth login`"
+
+
+def resolve_endpoint(endpoint: str | None = None) -> str:
+    """The Hub endpoint an upload really uses: ``endpoint``, else ``HF_ENDPOINT``, else huggingface.co.
+
+    Credentials in the URL (``https://user:secret@host``) are dropped: the result is logged and recorded.
+    """
+    from urllib.parse import urlsplit, urlunsplit
+
+    url = HfApi(endpoint=endpoint or None).endpoint.rstrip("/")
+    parts = urlsplit(url)
+    if "@" in parts.netloc:
+        parts = parts._replace(netloc=parts.netloc.rsplit("@", 1)[1])
+    return urlunsplit(parts)
+
+
+def _check_visibility(api: HfApi, repo_id: str, repo_type: str, private: bool, where: str, setting: str) -> None:
+    """Refuse to upload unless the (existing or just created) repo's visibility is the one asked for.
+
+    ``create_repo(private=..., exist_ok=True)`` sets the visibility only when it creates the repo, so an
+    existing public repo would otherwise silently receive data meant to stay private. Never changes it.
+    """
+    private_now = getattr(api.repo_info(repo_id, repo_type=repo_type), "private", None)
+    if private_now is None:
+        raise PublishError(f"refusing to upload to {where}: the Hub did not report whether the repo is private "
+                           f"({setting} is {str(private).lower()}); check it on the Hub")
+    if bool(private_now) != private:
+        now, wanted = ("private", "public") if private_now else ("public", "private")
+        raise PublishError(
+            f"refusing to upload to {where}: the repo is {now} but {setting} is {str(private).lower()} "
+            f"(uploads never change a repo's visibility). Make the repo {wanted} on the Hub (repo Settings), "
+            f"use another repo id, or set {setting}: {str(bool(private_now)).lower()} if a {now} repo is intended")
 
 
 def _configs(volumes: Path, slices: Path, geometry: Path, conversations: Path) -> dict[str, DatasetDict]:
@@ -94,29 +130,36 @@ def folder_revision(folder: Path) -> str:
 
 
 def upload_to_hub(folder: Path, repo_id: str, *, repo_type: str = "dataset", private: bool = True,
-                  endpoint: str | None = None, message: str = "brats-llm publish") -> str:
+                  endpoint: str | None = None, message: str = "brats-llm publish", setting: str = "private") -> str:
     """Create the repo (private, if needed) and upload ``folder`` in one commit; return the commit sha.
 
-    The token comes from ``HF_TOKEN`` or ``huggingface-cli login`` (huggingface_hub resolves it).
+    An existing repo must already have the visibility asked for (``private``); otherwise nothing is
+    uploaded and its visibility is left alone. ``setting`` names the option behind ``private`` in messages.
+    The token comes from ``HF_TOKEN`` or ``hf auth login`` (huggingface_hub resolves it; never logged).
 
     Raises:
-        PublishError: authentication, network or server failure (the local folder is kept).
+        PublishError: visibility mismatch; authentication, network or server failure (the local folder is kept).
     """
-    api = HfApi(endpoint=endpoint or None)
+    api = HfApi(endpoint=resolve_endpoint(endpoint))
     where = f"{api.endpoint}/{'datasets/' if repo_type == 'dataset' else ''}{repo_id}"
     try:
         api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True)
-        info = api.upload_folder(repo_id=repo_id, repo_type=repo_type, folder_path=str(folder), commit_message=message)
+        _check_visibility(api, repo_id, repo_type, private, where, setting)
+        info = api.upload_folder(repo_id=repo_id, repo_type=repo_type, folder_path=str(folder), commit_message=message,
+                                 ignore_patterns=[f"*{atomic.MARKER}"])  # the output marker stays local
+    except PublishError:
+        raise
     except Exception as error:  # HTTP, connection and validation errors of huggingface_hub / requests / httpx
         status = getattr(getattr(error, "response", None), "status_code", None)
-        hint = " (check HF_TOKEN or `huggingface-cli login`)" if status in (401, 403) else ""
+        hint = f" ({LOGIN_HINT})" if status in (401, 403) else ""
         raise PublishError(f"upload to {where} failed: {type(error).__name__}{f' HTTP {status}' if status else ''}{hint}") from None
     return info.oid
 
 
 def upload(folder: Path, params: PublishParams) -> str:
     """Upload the dataset repo folder as ``params`` say; see :func:`upload_to_hub`."""
-    return upload_to_hub(folder, params.repo_id, private=params.private, endpoint=params.endpoint or None)
+    return upload_to_hub(folder, params.repo_id, private=params.private, endpoint=params.endpoint or None,
+                         setting="publish.private")
 
 
 def publish(volumes: str | os.PathLike, slices: str | os.PathLike, geometry: str | os.PathLike,
@@ -130,10 +173,12 @@ def publish(volumes: str | os.PathLike, slices: str | os.PathLike, geometry: str
     """
     out_dir, revision_file = Path(out_dir), Path(revision_file)
     configs = _configs(Path(volumes), Path(slices), Path(geometry), Path(conversations))
-    with atomic.atomic_dir(out_dir) as staging:
+    with atomic.atomic_dir(out_dir, kind="hub") as staging:
         write_repo(staging, configs, params_used or {}, dvc_hash, synthetic)
     record = {"repo_id": params.repo_id or None, "path": out_dir.as_posix(), "revision": folder_revision(out_dir),
               "endpoint": params.endpoint or None, "configs": sorted(configs)}
+    if params.repo_id:  # the endpoint really used (params, else HF_ENDPOINT, else huggingface.co)
+        record["endpoint"] = resolve_endpoint(params.endpoint)
     if params.repo_id:
         record["revision"] = upload(out_dir, params)
     atomic.write_json(revision_file, record)
