@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -16,6 +17,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from brats_llm import atomic
+from brats_llm.determinism import configure
+from brats_llm.errors import InputError
 from brats_llm.metrics.classification import roc_auc
 from brats_llm.metrics.segmentation import dice
 from brats_llm.split.splits import oversample_indices, read_splits
@@ -43,6 +46,7 @@ class CnnTrainParams:
         augment: random flips and in-plane shifts of training samples.
         checkpoint_every: write ``last.pt`` every N epochs (and at the end) for ``--resume``.
         seed: seed of initialisation and batch order.
+        threads: intra-op CPU threads; fixed (not taken from the machine) so a run is byte-reproducible.
     """
 
     fold: int | str = 0
@@ -56,14 +60,15 @@ class CnnTrainParams:
     augment: bool = True
     checkpoint_every: int = 10
     seed: int = 2020
+    threads: int = 2
 
     def __post_init__(self) -> None:
         if not (self.fold == "all" or (isinstance(self.fold, int) and self.fold >= 0)):
             raise ValueError(f"fold must be a fold number or 'all', got {self.fold!r}")
         if self.optimizer not in ("adamw", "adam"):
             raise ValueError(f"optimizer must be 'adamw' or 'adam', got {self.optimizer!r}")
-        if min(self.epochs, self.batch_size, self.downsample, self.checkpoint_every) < 1 or self.lr <= 0:
-            raise ValueError("epochs, batch_size, downsample, checkpoint_every and lr must be positive")
+        if min(self.epochs, self.batch_size, self.downsample, self.checkpoint_every, self.threads) < 1 or self.lr <= 0:
+            raise ValueError("epochs, batch_size, downsample, checkpoint_every, threads and lr must be positive")
 
 
 class Distributed:
@@ -169,7 +174,7 @@ def train_fold(task: str, volumes_dir: Path, splits_file: Path, fold: int, out_d
                live_dir: Path | None, *, resume: bool = False, progress: bool = True) -> dict[str, Any]:
     """Train one fold; write ``best.pt`` (best validation metric) and ``last.pt`` under ``out_dir``."""
     dist = Distributed()
-    torch.manual_seed(params.seed + fold)
+    configure(params.threads, params.seed + fold)
     members = fold_patients(splits_file, fold)
     train = load_split(volumes_dir, members["train"], params.downsample, progress)
     val = load_split(volumes_dir, members["validation"], params.downsample, progress)
@@ -264,8 +269,11 @@ def train_cnn(task: str, volumes_dir: str | os.PathLike, splits_file: str | os.P
     chosen = folds if params.fold == "all" else [params.fold]
     unknown = set(chosen) - set(folds)
     if unknown:
-        raise ValueError(f"{splits_file}: fold(s) {sorted(unknown)} not in the split (folds {folds})")
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
+        raise InputError(f"{splits_file}: fold(s) {sorted(unknown)} not in the split (folds {folds})")
     live = Path(live_dir) if live_dir is not None else None
-    return [train_fold(task, volumes_dir, splits_file, fold, out_dir / f"fold{fold}", params, live,
-                       resume=resume, progress=progress) for fold in chosen]
+    with contextlib.ExitStack() as claims:
+        if os.environ.get("RANK", "0") == "0":  # rank 0 writes the fold folders; refuse foreign ones up front
+            for fold in chosen:
+                claims.enter_context(atomic.owned_dir(out_dir / f"fold{fold}", kind="cnn-model"))
+        return [train_fold(task, volumes_dir, splits_file, fold, out_dir / f"fold{fold}", params, live,
+                           resume=resume, progress=progress) for fold in chosen]
