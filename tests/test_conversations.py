@@ -97,3 +97,36 @@ def test_structured_fuzz_keeps_the_value_rules(value, prose, fence):
             assert all(0 <= x <= 127 and 0 <= y <= 127 for x, y in points)
             if task == "polygon":
                 assert 10 <= len(points) <= 15
+
+
+def test_prompts_name_the_plane_and_the_size_shown():
+    from brats_llm.conversations.prompts import prompt
+
+    assert "axial FLAIR" in PROMPTS["cls"] and "128 x 128 pixels" in PROMPTS["cls"]
+    coronal = prompt("cls", "coronal", 95, 128)
+    assert "coronal FLAIR" in coronal and "128 x 95 pixels (width x height)" in coronal and "axial" not in coronal
+    assert "y is the row (0 at the top, 94 at the bottom)" in prompt("center", "coronal", 95, 128)
+
+
+def test_extra_planes_are_test_only_unless_asked(built, tmp_path):
+    from brats_llm.conversations.build import ConversationParams, build_conversations, load_conversations
+    from brats_llm.geometry.stage import GeometryParams, build_geometry
+    from brats_llm.slices.slices import SlicesParams, build_slices
+
+    build_slices(built / "volumes", built / "splits.csv", tmp_path / "slices", SlicesParams(planes=("axial", "coronal")),
+                 progress=False)
+    build_geometry(tmp_path / "slices", tmp_path / "geometry", GeometryParams(), progress=False)
+    build_conversations(tmp_path / "slices", tmp_path / "geometry", tmp_path / "conv", ConversationParams(), progress=False)
+    cls = load_conversations(tmp_path / "conv", "cls")
+    assert set(cls["train"]["plane"]) == {"axial"} and set(cls["validation"]["plane"]) <= {"axial"}
+    test = cls["test"].remove_columns("images")
+    assert set(test["plane"]) == {"axial", "coronal"}
+    for plane, messages in zip(test["plane"], test["messages"]):
+        text = messages[0]["content"][1]["text"]
+        assert f"one {plane} FLAIR" in text
+        assert ("24 x 20 pixels" if plane == "coronal" else "24 x 24 pixels") in text  # volumes of 20 slices of 24 x 24
+    both = ConversationParams(finetune_planes=("axial", "coronal"))
+    build_conversations(tmp_path / "slices", tmp_path / "geometry", tmp_path / "conv2", both, progress=False)
+    assert "coronal" in set(load_conversations(tmp_path / "conv2", "cls")["train"]["plane"])
+    with pytest.raises(ValueError, match="finetune_planes"):
+        ConversationParams(finetune_planes=("oblique",))

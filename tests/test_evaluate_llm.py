@@ -109,3 +109,62 @@ def test_baselines_and_rasterising():
     assert region_mask("polygon", None, (128, 128)) is None
     with pytest.raises(ValueError, match="tie"):
         LlmEvalParams(tie="coin")
+
+
+def strict_json(path):
+    """Parse a metrics file as strict JSON: bare NaN / Infinity tokens are an error."""
+    def refuse(token):
+        raise ValueError(f"{path}: not valid JSON: {token}")
+    return json.loads(path.read_text(), parse_constant=refuse)
+
+
+def test_glioma_only_block_feeds_table_3(published, truth, tmp_path):
+    """Slices without tumour (target NG-2) are left out of `<split>_glioma`; the all-slices block keeps them."""
+    rows, _ = truth
+    preds = [row(g["patient_id"], g["grade"], g["label"], p_hgg=0.9 if g["label"] else 0.1, slice_index=g["slice_index"],
+                 target=g["label"]) for g in rows]
+    lgg = sorted({g["patient_id"] for g in rows if g["grade"] == "LGG"})
+    assert lgg, "the tiny cohort's test split needs an LGG patient"
+    per_patient = {pid: sum(g["patient_id"] == pid for g in rows) for pid in lgg}
+    for pid, count in per_patient.items():  # tumour-free slices of LGG patients answered HGG, more than their tumour slices
+        preds += [row(pid, "LGG", 1, p_hgg=0.9, slice_index=1000 + i, target=2) for i in range(count + 1)]
+    write_predictions(tmp_path / "pred", "cls", preds)
+    metrics = evaluate_llm("cls", tmp_path / "pred", published, tmp_path / "out", FAST)
+    assert metrics["test_glioma"]["accuracy"] == 1.0 and metrics["test_glioma"]["slices"]["n"] == len(rows)
+    assert metrics["test"]["accuracy"] < 1.0 and metrics["test"]["slices"]["n"] == len(preds)
+    gldr = metrics["test_glioma"]["gldr"]
+    assert gldr["hgg_mean"] == 1.0 and gldr["lgg_mean"] == 0.0 and gldr["lgg_patients"] == len(lgg)
+    assert (tmp_path / "out" / "plots" / "images" / "gldr_axial_glioma.png").is_file()
+
+
+def test_metrics_files_hold_no_nan(published, truth, tmp_path):
+    """One class only and no label probabilities: AUC is null with a reason, never a bare NaN token."""
+    rows, _ = truth
+    hgg = [g for g in rows if g["grade"] == "HGG"]
+    preds = [row(g["patient_id"], g["grade"], 1, slice_index=g["slice_index"], target=g["label"]) for g in hgg]
+    write_predictions(tmp_path / "pred", "cls", preds)
+    evaluate_llm("cls", tmp_path / "pred", published, tmp_path / "out", FAST)
+    metrics = strict_json(tmp_path / "out" / "metrics.json")
+    block = metrics["test"]
+    assert block["auc"] is None and "one class" in block["auc_note"]
+    assert block["auc_label_probability"] is None and block["auc_label_probability_note"]
+    assert block["gldr"]["lgg_mean"] is None and block["gldr"]["lgg_mean_note"] == "no LGG patients"
+    assert "NaN" not in (tmp_path / "out" / "metrics.json").read_text()
+
+
+@pytest.mark.parametrize("task", ["bbox", "polygon", "center"])
+def test_oracle_scores_the_truth_like_the_model(published, truth, tmp_path, task):
+    rows, masks = truth
+    preds = [row(g["patient_id"], g["grade"], None, "format_error", slice_index=g["slice_index"]) for g in rows]
+    write_predictions(tmp_path / "pred", task, preds)
+    metrics = evaluate_llm(task, tmp_path / "pred", published, tmp_path / "out", FAST)["test"]
+    strict_json(tmp_path / "out" / "metrics.json")
+    oracle = metrics["oracle"]
+    assert oracle["unparsable"] == 0 and metrics["n"] == len({g["patient_id"] for g in rows})
+    assert metrics["truth"]["slices"] == len(rows) and 0 <= metrics["truth"]["multi_component_share"] <= 1
+    if task == "center":
+        assert oracle["in_box"] == 1.0 and oracle["p95_center_distance"] == 0.0
+    else:
+        assert 0.5 < oracle["dice"] <= 1.0 and metrics["dice"] == 0.0
+    names = [p.name for p in (tmp_path / "out" / "plots" / "images" / "examples").glob("*.png")]
+    assert names and all(name.endswith("_no-answer.png") for name in names)  # nothing red drawn: the name says so

@@ -57,7 +57,14 @@ def models(tmp_path_factory):
                                   ("bbox", ["dice", "hd95", "precision", "recall", "specificity"], ["baseline_mean_train_box"]),
                                   ("polygon", ["dice", "hd95", "precision", "recall", "specificity"], ["baseline_mean_train_box"])):
             folder = root / "evaluate_llm" / mode / task
-            write(folder / "metrics.json", {"test": block(rng, keys, bases)})
+            metrics = {"test": {**block(rng, keys, bases), "n": 11.0, "slices": {"n": 321.0}}}
+            if task == "cls":  # glioma-only scoring (Table 3) with its own values, and a null AUC with its reason
+                metrics["test_glioma"] = {**block(rng, keys, bases), "n": 10.0, "slices": {"n": 222.0},
+                                          "auc_label_probability": None, "auc_label_probability_note": "one class only"}
+            else:
+                metrics["test"]["oracle"] = {key: 0.777 for key in keys}
+                metrics["test"]["truth"] = {"slices": 321.0, "patients": 11.0, "multi_component_share": 0.46}
+            write(folder / "metrics.json", metrics)
             run = {"task": task, "model": "models/tiny-mllama", "smoke_model": True, "prompt_version": "v",
                    "adapter": f"models/llm_adapters/{task}" if mode == "finetuned" else None,
                    "adapter_record": {"task": task, "backend": "hf", "params": tune, "optimizer": "adamw_torch",
@@ -66,12 +73,14 @@ def models(tmp_path_factory):
                    "rows": 10, "status": {"ok": 8, "format_error": 2, "invalid_value": 0}}
             write(folder / "provenance.json", {"task": task, "inference": run})
             png(folder / "plots" / "images" / ("gldr_axial.png" if task == "cls" else "examples/p_1.png"), 10)
-    counts = {"HGG": 3, "LGG": 1, "NG": 0, "unparsable": 1, "agreement": 0.6}
+    counts = {"HGG": 3, "LGG": 1, "NG": 0, "unparsable": 1, "agreement": 0.6}  # agreement as stored before: recomputed
     write(root / "llm_consistency" / "metrics.json", {v: {"HGG_image": counts, "LGG_image": counts} for v in ("general", "finetuned")})
     write(root / "llm_consistency" / "provenance.json", {"params": {"repeats": 5}, "decoding": "greedy"})
     png(root / "evaluate_seg" / "plots" / "images" / "overlays" / "p.png", 200)
     card = root / "card.md"
-    card.write_text("---\ntags:\n- synthetic\n---\n# card\n")
+    card.write_text("---\ntags:\n- synthetic\n---\n# card\n\n| config | split | rows | LGG | HGG |\n|---|---|---|---|---|\n"
+                    "| `volumes` | train | 50 | 10 | 40 |\n\n```yaml\nprepare:\n  centre_on: tumour\nslices:\n"
+                    "  tumour_range_only: true\nsplit:\n  folds: 5\n  test_fraction: 0.15\n```\n")
     return root
 
 
@@ -129,3 +138,48 @@ def test_headless_chromium_renders_the_page(models, tmp_path):
     image = cv2.imread(str(shot))
     assert image is not None and image.shape[:2] == (2000, 1200)
     assert image.std() > 10  # not a blank page: text, tables and the banner are drawn
+
+
+def section(text, number):
+    return text.split(f"## Table {number}:")[1].split("\n## ")[0]
+
+
+def test_table_3_is_glioma_only_and_every_table_states_n(models, tmp_path):
+    build_report(models, tmp_path / "r", ReportParams(), card=models / "card.md")
+    text = (tmp_path / "r" / "report.md").read_text()
+    for mode in ("zeroshot", "finetuned"):
+        metrics = json.loads((models / "evaluate_llm" / mode / "cls" / "metrics.json").read_text())
+        glioma, every = metrics["test_glioma"]["accuracy"], metrics["test"]["accuracy"]
+        assert f"{glioma:.3f} [" in section(text, 3) and f"{every:.3f} [" not in section(text, 3)
+    assert "[test_glioma]" in section(text, 3) and "| n (slices) | n/a | 222 |" in section(text, 3)
+    for number in range(1, 11):
+        assert "| n (patients) |" in section(text, number), number
+    assert "| n (patients) | 55 | 11 |" in section(text, 7) and "| n (slices) | n/a | 321 |" in section(text, 7)
+    assert "auc_label_probability (mean label-token" in section(text, 2) and "auc (tally: GLDR" in section(text, 3)
+    assert "| auc_label_probability (mean label-token P(HGG) per patient) | n/a | n/a |" in section(text, 3)
+
+
+def test_oracle_settings_summary_and_differences(models, tmp_path):
+    build_report(models, tmp_path / "r", ReportParams(), card=models / "card.md")
+    text = (tmp_path / "r" / "report.md").read_text()
+    for number in (7, 8, 9, 10):
+        assert "oracle (truth answered perfectly)" in section(text, number) and "| 0.777 |" in section(text, number)
+    assert "46.0% of the 321 scored test slices" in section(text, 7)
+    assert "## Table 1: 3D CNN classifier (paper: lr 4e-7, 200 epochs, batch 16; ours: lr 0.001, 5 epochs" in text
+    assert "## Table 8: Fine-tuned LLM bounding box (paper: LoRA 200 steps, batch 16; ours: LoRA r16, 7 steps" in text
+    assert "(lr 4e-7, 200 epochs)" not in text.split("## Table 1:")[1].split("\n")[0].split("(paper:")[0]
+    assert text.index("## Summary") < text.index("<details><summary>Provenance") < text.index("## Table 1:")
+    summary = text.split("## Summary")[1].split("<details>")[0]
+    assert "50 patients: 40 HGG, 10 LGG" in summary and "majority-class" in summary and "oracle" in summary
+    differences = text.split("## Differences from the paper")[1]
+    for phrase in ("50 patients, 40 HGG / 10 LGG", "5 folds", "test n:", "Row sampling",
+                   "Ground-truth-guided inputs", "centred on the tumour"):
+        assert phrase in differences, phrase
+
+
+def test_consistency_counts_parsed_answers_apart(models, tmp_path):
+    build_report(models, tmp_path / "r", ReportParams(), card=models / "card.md")
+    text = (tmp_path / "r" / "report.md").read_text()
+    consistency = text.split("## Consistency test")[1].split("\n## ")[0]
+    assert "| 3 / 1 / 0 | 1 | 4 of 5 (0.800) | 0.750 (HGG) |" in consistency
+    assert "0.600" not in consistency

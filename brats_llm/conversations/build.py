@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from dataclasses import dataclass
@@ -15,8 +16,9 @@ from tqdm.auto import tqdm
 from brats_llm import atomic
 from brats_llm.arrowio import dataset_writer
 from brats_llm.constants import IMAGE_SIZE
-from brats_llm.conversations.prompts import PROMPT_VERSION, PROMPTS, TASKS, answer_text
-from brats_llm.slices.slices import load_slices
+from brats_llm.conversations.prompts import PROMPT_VERSION, TASKS, answer_text, prompt
+from brats_llm.errors import InputError
+from brats_llm.slices.slices import PLANES, load_slices
 from brats_llm.split.splits import oversample_indices
 
 SPLITS = ("train", "validation", "test")
@@ -38,12 +40,22 @@ class ConversationParams:
         tumour_only: train/validation hold only slices with tumour (paper: fine-tuning on glioma slices);
             the classification test split keeps tumour-free slices of the window (answer NG-2).
         seed: shuffle seed of the train split.
+        finetune_planes: planes whose classification slices enter train/validation (the fine-tuning
+            set). Slices of other planes in the slices dataset (``slices.planes``) go to the test split
+            only, where they are scored for Table 2 (the paper fine-tuned on axial slices).
     """
 
     fold: int = 0
     oversample_lgg: bool = True
     tumour_only: bool = True
     seed: int = 2020
+    finetune_planes: tuple[str, ...] = ("axial",)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "finetune_planes", tuple(self.finetune_planes))
+        if not self.finetune_planes or set(self.finetune_planes) - set(PLANES):
+            raise InputError(f"conversations.finetune_planes must be a non-empty subset of {tuple(PLANES)}, "
+                             f"got {list(self.finetune_planes)}")
 
 
 def conversation_features() -> Features:
@@ -59,15 +71,27 @@ def conversation_features() -> Features:
     })
 
 
-def keywords(label: int, mask: np.ndarray) -> list[str]:
-    """Ten reason keywords from the ground truth: grade-typical signs plus measured size, side and shape."""
+def keywords(label: int, mask: np.ndarray, plane: str = "axial") -> list[str]:
+    """Ten reason keywords from the ground truth: grade-typical signs plus measured size, side and shape.
+
+    Position words are measured on the slice as shown: left/right hemisphere (radiological view) on axial and
+    coronal slices, anterior/posterior on axial and sagittal ones, superior/inferior on coronal ones.
+    """
     if label == 2:
         return list(NO_GLIOMA_KEYWORDS)
     ys, xs = np.nonzero(mask)
+    height, width = mask.shape if mask.ndim == 2 else (IMAGE_SIZE, IMAGE_SIZE)
     area = len(xs)
     size = "large" if area > 600 else ("medium" if area > 150 else "small")
-    side = "right-hemisphere" if xs.mean() < IMAGE_SIZE / 2 else "left-hemisphere"  # radiological view
-    front = "anterior" if ys.mean() < IMAGE_SIZE / 2 else "posterior"
+    if plane == "sagittal":
+        side = "anterior" if xs.mean() < width / 2 else "posterior"
+        front = "superior" if ys.mean() < height / 2 else "inferior"
+    else:
+        side = "right-hemisphere" if xs.mean() < width / 2 else "left-hemisphere"  # radiological view
+        if plane == "coronal":
+            front = "superior" if ys.mean() < height / 2 else "inferior"
+        else:
+            front = "anterior" if ys.mean() < height / 2 else "posterior"
     box_fill = area / ((np.ptp(xs) + 1) * (np.ptp(ys) + 1))
     margin = "well-defined-margin" if box_fill > 0.7 else "irregular-margin"
     components = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)[0] - 1
@@ -75,12 +99,30 @@ def keywords(label: int, mask: np.ndarray) -> list[str]:
     return [*GRADE_KEYWORDS[label][:3], size, side, front, margin, focality, *GRADE_KEYWORDS[label][3:]]
 
 
-def conversation(task: str, image, answer: str) -> dict:
-    """One TRL-native chat: user turn = image placeholder + instruction, assistant turn = answer."""
+def image_size(image) -> tuple[int, int]:
+    """(height, width) of a slice image: a PIL image, an array, or undecoded {"bytes": PNG} (header only)."""
+    if isinstance(image, dict):
+        from PIL import Image as PILImage
+
+        width, height = PILImage.open(io.BytesIO(image["bytes"])).size
+        return height, width
+    if hasattr(image, "size") and not isinstance(image, np.ndarray):
+        width, height = image.size
+        return height, width
+    return tuple(np.asarray(image).shape[:2])  # type: ignore[return-value]
+
+
+def conversation(task: str, image, answer: str, *, plane: str = "axial", modality: str = "flair") -> dict:
+    """One TRL-native chat: user turn = image placeholder + instruction, assistant turn = answer.
+
+    The instruction names ``plane`` and the size of ``image`` (coronal / sagittal slices are 128 x 95).
+    """
+    height, width = image_size(image)
+    text = prompt(task, plane, height, width, modality)
     return {
         "images": [image],
         "messages": [
-            {"role": "user", "content": [{"type": "image", "text": None}, {"type": "text", "text": PROMPTS[task]}]},
+            {"role": "user", "content": [{"type": "image", "text": None}, {"type": "text", "text": text}]},
             {"role": "assistant", "content": [{"type": "text", "text": answer}]},
         ],
     }
@@ -119,8 +161,10 @@ def build_conversations(slices_dir: str | os.PathLike, geometry_dir: str | os.Pa
                         params: ConversationParams, *, progress: bool = True) -> dict[str, dict[str, int]]:
     """Write ``out_dir/<task>/<split>`` datasets (a ``DatasetDict`` per task) and ``out_dir/summary.json``.
 
-    Classification uses every axial plane slice of the slices dataset (all planes it holds);
-    centre, box and polygon use the geometry rows (axial slices with tumour).
+    Classification uses every slice of the slices dataset (all planes it holds); only planes in
+    ``params.finetune_planes`` enter train / validation, the others are test rows (scored per plane).
+    Centre, box and polygon use the geometry rows (axial slices with tumour). Prompts name each row's
+    plane and image size.
 
     Returns:
         Rows per task and split.
@@ -132,10 +176,12 @@ def build_conversations(slices_dir: str | os.PathLike, geometry_dir: str | os.Pa
     with atomic.atomic_dir(out_dir, kind="conversations") as staging:
         for task in TASKS:
             source = slices if task == "cls" else geometry
-            columns = source.select_columns(["split", "fold", "label"] + (["has_tumour"] if task == "cls" else []))
+            columns = source.select_columns(["split", "fold", "label"] + (["has_tumour", "plane"] if task == "cls" else []))
             by_split: dict[str, list[int]] = {s: [] for s in SPLITS}
             for i, row in enumerate(columns):
                 split = split_of(row["split"], params.fold, row["fold"])
+                if task == "cls" and split != "test" and row["plane"] not in params.finetune_planes:
+                    continue  # other planes are scored (test) but not fine-tuned on
                 if task == "cls" and params.tumour_only and split != "test" and not row["has_tumour"]:
                     continue
                 by_split[split].append(i)
@@ -154,18 +200,19 @@ def build_conversations(slices_dir: str | os.PathLike, geometry_dir: str | os.Pa
                         if task == "cls":
                             mask = np.asarray(row["mask"])
                             label = row["label"] if row["has_tumour"] else 2
-                            answer = answer_text("cls", (label, keywords(label, mask)))
+                            answer = answer_text("cls", (label, keywords(label, mask, row["plane"])))
                             target, plane = label, row["plane"]
                         else:
                             value, target = _targets(task, row)
                             answer, plane = answer_text(task, value), "axial"
-                        writer.write({**conversation(task, row["image"], answer), "patient_id": row["patient_id"],
+                        chat = conversation(task, row["image"], answer, plane=plane, modality=row.get("modality") or "flair")
+                        writer.write({**chat, "patient_id": row["patient_id"],
                                       "grade": row["grade"], "plane": plane, "slice_index": row["slice_index"],
                                       "target": json.dumps(target if task == "cls" else np.round(np.asarray(target, dtype=float), 2).tolist())})
                 counts[task][split] = len(indices)
             atomic.write_json(staging / task / "dataset_dict.json", {"splits": [s for s in SPLITS if s in counts[task]]})
         atomic.write_json(staging / "summary.json", {"prompt_version": PROMPT_VERSION, "counts": counts,
-                                                      "params": params.__dict__})
+                                                      "params": {**params.__dict__, "finetune_planes": list(params.finetune_planes)}})
     return counts
 
 

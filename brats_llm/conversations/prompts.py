@@ -1,7 +1,9 @@
 """Versioned prompt texts and answer formats of the four tasks (our own wording; the paper's were figures).
 
-Every prompt states the coordinate frame and a strict JSON answer format, so answers are
-machine-parsable (see :mod:`brats_llm.conversations.parse`). Bump ``PROMPT_VERSION`` on any change.
+Every prompt names the plane and the size of the slice actually shown, states the coordinate frame and a
+strict JSON answer format, so answers are machine-parsable (see :mod:`brats_llm.conversations.parse`).
+:func:`prompt` builds the text for any plane and size; ``PROMPTS`` holds the axial 128 x 128 texts.
+Bump ``PROMPT_VERSION`` on any change.
 """
 
 from __future__ import annotations
@@ -10,41 +12,54 @@ import json
 
 from brats_llm.constants import IMAGE_SIZE
 
-PROMPT_VERSION = "2026.11-1"
+PROMPT_VERSION = "2026.11-2"  # -2: plane and slice size stated per slice
 TASKS = ("cls", "center", "bbox", "polygon")
 #: Classification answers: the paper's label names with their class index.
 CLASS_ANSWERS = {0: "LGG-0", 1: "HGG-1", 2: "NG-2"}
 CLASS_NAMES = {0: "Low Grade Glioma", 1: "High Grade Glioma", 2: "No Glioma"}
 
-_IMAGE = f"The image is one axial FLAIR MRI slice of a brain, {IMAGE_SIZE} x {IMAGE_SIZE} pixels."
-_FRAME = (
-    f"Coordinates are pixels: x is the column (0 at the left edge, {IMAGE_SIZE - 1} at the right), "
-    f"y is the row (0 at the top, {IMAGE_SIZE - 1} at the bottom)."
-)
 _ONLY = "Reply with exactly one JSON object and nothing else."
 
-PROMPTS = {
-    "cls": (
-        f"{_IMAGE} Classify the glioma on it as Low Grade Glioma (LGG-0), High Grade Glioma (HGG-1) or "
-        f"No Glioma (NG-2), and give a concise reason of exactly 10 keywords about its visual characteristics. "
-        f'{_ONLY} Format: {{"label": "LGG-0" | "HGG-1" | "NG-2", "reason": "keyword1, keyword2, ..., keyword10"}}'
-    ),
-    "center": (
-        f"{_IMAGE} {_FRAME} Give the centre point of the bounding box of the glioma. "
-        f'{_ONLY} Format: {{"center": [x, y]}}'
-    ),
-    "bbox": (
-        f"{_IMAGE} {_FRAME} Give the bounding box of the glioma as its four corners: top-left, top-right, "
-        f"bottom-right, bottom-left. "
-        f'{_ONLY} Format: {{"bbox": [[x_min, y_min], [x_max, y_min], [x_max, y_max], [x_min, y_max]]}}'
-    ),
-    "polygon": (
+
+#: How a modality is named in the prompt.
+MODALITY_NAMES = {"flair": "FLAIR", "t1": "T1-weighted", "t1ce": "contrast-enhanced T1-weighted", "t2": "T2-weighted"}
+
+
+def _image(plane: str, height: int, width: int, modality: str) -> str:
+    name = MODALITY_NAMES.get(modality, modality)
+    return f"The image is one {plane} {name} MRI slice of a brain, {width} x {height} pixels (width x height)."
+
+
+def _frame(height: int, width: int) -> str:
+    return (f"Coordinates are pixels: x is the column (0 at the left edge, {width - 1} at the right), "
+            f"y is the row (0 at the top, {height - 1} at the bottom).")
+
+
+def prompt(task: str, plane: str = "axial", height: int = IMAGE_SIZE, width: int = IMAGE_SIZE,
+           modality: str = "flair") -> str:
+    """The instruction of ``task`` for one ``modality`` slice of ``plane`` shown at ``width`` x ``height`` pixels."""
+    image, frame = _image(plane, height, width, modality), _frame(height, width)
+    if task == "cls":
+        return (f"{image} Classify the glioma on it as Low Grade Glioma (LGG-0), High Grade Glioma (HGG-1) or "
+                f"No Glioma (NG-2), and give a concise reason of exactly 10 keywords about its visual characteristics. "
+                f'{_ONLY} Format: {{"label": "LGG-0" | "HGG-1" | "NG-2", "reason": "keyword1, keyword2, ..., keyword10"}}')
+    if task == "center":
+        return (f"{image} {frame} Give the centre point of the bounding box of the glioma. "
+                f'{_ONLY} Format: {{"center": [x, y]}}')
+    if task == "bbox":
+        return (f"{image} {frame} Give the bounding box of the glioma as its four corners: top-left, top-right, "
+                f"bottom-right, bottom-left. "
+                f'{_ONLY} Format: {{"bbox": [[x_min, y_min], [x_max, y_min], [x_max, y_max], [x_min, y_max]]}}')
+    if task == "polygon":
         # After LLaFS (Zhu et al., CVPR 2024): the boundary as an ordered list of vertices.
-        f"{_IMAGE} {_FRAME} Trace the boundary of the glioma as a polygon of 10 to 15 vertices, clockwise as "
-        f"seen on the image, starting at the top-most vertex; use more vertices for large or irregular gliomas. "
-        f'{_ONLY} Format: {{"polygon": [[x1, y1], [x2, y2], ...]}}'
-    ),
-}
+        return (f"{image} {frame} Trace the boundary of the glioma as a polygon of 10 to 15 vertices, clockwise as "
+                f"seen on the image, starting at the top-most vertex; use more vertices for large or irregular gliomas. "
+                f'{_ONLY} Format: {{"polygon": [[x1, y1], [x2, y2], ...]}}')
+    raise ValueError(f"unknown task {task!r}; tasks are {TASKS}")
+
+
+#: The axial 128 x 128 prompts (the paper's segmentation tasks and the default classification plane).
+PROMPTS = {task: prompt(task) for task in TASKS}
 
 
 def _number(value: float) -> float | int:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import cv2
 import matplotlib
 
@@ -11,6 +13,8 @@ import numpy as np  # noqa: E402
 
 GT_COLOUR_BGR = (255, 0, 0)  # blue, as in the paper's figures
 PRED_COLOUR_BGR = (0, 0, 255)  # red
+#: File-name suffix of a shapes overlay whose answer was unusable (only the truth is drawn).
+NO_ANSWER_SUFFIX = "_no-answer"
 
 
 def overlay(image: np.ndarray, truth: np.ndarray, pred: np.ndarray, scale: int = 3) -> np.ndarray:
@@ -35,6 +39,7 @@ def write_png(path, rgb: np.ndarray) -> None:
 
 
 def _figure_to_rgb(fig: plt.Figure) -> np.ndarray:
+    fig.tight_layout()  # labels, titles and outside legends stay inside the picture
     fig.canvas.draw()
     rgb = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
     plt.close(fig)
@@ -57,10 +62,11 @@ def confusion_figure(counts: dict[str, float], title: str) -> np.ndarray:
     matrix = np.array([[counts["tn"], counts["fp"]], [counts["fn"], counts["tp"]]])
     fig, ax = plt.subplots(figsize=(3, 3), dpi=100)
     ax.imshow(matrix, cmap="Blues")
-    for (i, j), value in np.ndenumerate(matrix):
-        ax.text(j, i, f"{int(value)}", ha="center", va="center")
+    for (i, j), value in np.ndenumerate(matrix):  # white on the dark cells, so every count stays readable
+        ax.text(j, i, f"{int(value)}", ha="center", va="center", color="white" if value > matrix.max() / 2 else "black")
     ax.set(xticks=[0, 1], yticks=[0, 1], xticklabels=["LGG", "HGG"], yticklabels=["LGG", "HGG"],
            xlabel="predicted", ylabel="true", title=title)
+    fig.tight_layout()  # keeps the axis labels and the title inside the picture
     return _figure_to_rgb(fig)
 
 
@@ -76,12 +82,24 @@ def distribution_figure(values: dict[str, list[float]], metric: str) -> np.ndarr
     return _figure_to_rgb(fig)
 
 
+def short_ids(ids: list[str]) -> list[str]:
+    """Patient ids without their common prefix and suffix (``Brats18_TCIA_003_1`` -> ``TCIA_003``), if still unique."""
+    if len(ids) < 2:
+        return list(ids)
+    prefix = os.path.commonprefix(ids)
+    suffix = os.path.commonprefix([i[::-1] for i in ids])[::-1]
+    prefix = prefix[: prefix.rfind("_") + 1] if "_" in prefix else ""
+    suffix = suffix[suffix.find("_"):] if "_" in suffix else ""
+    short = [i[len(prefix): len(i) - len(suffix)] or i for i in ids]
+    return short if len(set(short)) == len(set(ids)) else list(ids)
+
+
 def gldr_figure(rows: list[tuple[str, str, float]], title: str) -> np.ndarray:
     """GLDR per patient (fraction of slices labelled HGG) as bars coloured by the true grade.
 
     Every patient also gets a dot at its value, so a GLDR of 0 (e.g. an LGG patient read correctly) is visible.
     """
-    fig, ax = plt.subplots(figsize=(max(4, 0.35 * len(rows) + 1.5), 3), dpi=100)
+    fig, ax = plt.subplots(figsize=(max(4, 0.35 * len(rows) + 1.5) + 1.2, 3), dpi=100)
     colours = {"HGG": "tab:red", "LGG": "tab:blue"}
     positions = np.arange(len(rows))
     values = [g for _, _, g in rows]
@@ -90,10 +108,10 @@ def gldr_figure(rows: list[tuple[str, str, float]], title: str) -> np.ndarray:
     ax.scatter(positions, values, color=grade_colours, edgecolors="black", zorder=3, s=18)
     ax.axhline(0.5, ls=":", color="black", lw=1)
     ax.set(ylim=(-0.05, 1.05), ylabel="GLDR (HGG fraction)", title=title, xticks=positions)
-    ax.set_xticklabels([pid.rsplit("_", 1)[-1] for pid, _, _ in rows], rotation=90, fontsize=6)
+    ax.set_xticklabels(short_ids([pid for pid, _, _ in rows]), rotation=90, fontsize=6)
     for grade, colour in colours.items():
         ax.bar([0], [0], color=colour, label=f"true {grade}")
-    ax.legend(fontsize=7, loc="upper right")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)  # beside the bars, not over them
     fig.tight_layout()
     return _figure_to_rgb(fig)
 
@@ -116,11 +134,11 @@ def shapes_overlay(image: np.ndarray, truth: list[list[float]], pred: list[list[
 def bars_figure(counts: dict[str, dict[str, int]], title: str) -> np.ndarray:
     """Grouped answer counts, e.g. consistency: image -> answer -> count."""
     answers = sorted({a for c in counts.values() for a in c})
-    fig, ax = plt.subplots(figsize=(4.5, 3), dpi=100)
+    fig, ax = plt.subplots(figsize=(5.5, 3), dpi=100)
     width = 0.8 / max(len(counts), 1)
     for i, (name, c) in enumerate(counts.items()):
         ax.bar(np.arange(len(answers)) + i * width, [c.get(a, 0) for a in answers], width, label=name)
     ax.set(xticks=np.arange(len(answers)) + 0.4 - width / 2, ylabel="answers", title=title)
     ax.set_xticklabels(answers, fontsize=7)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     return _figure_to_rgb(fig)

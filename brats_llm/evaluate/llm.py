@@ -13,16 +13,22 @@ import numpy as np
 
 from brats_llm import atomic
 from brats_llm.constants import GRADE_TO_LABEL, IMAGE_SIZE
+from brats_llm.conversations.prompts import answer_text
 from brats_llm.errors import InputError
 from brats_llm.evaluate import figures
 from brats_llm.geometry.shapes import rasterize_box, rasterize_polygon
 from brats_llm.llm.infer import read_predictions
 from brats_llm.metrics.bootstrap import bootstrap_ci, with_intervals
 from brats_llm.metrics.classification import classification_metrics, majority_baseline, rates, roc_auc
+from brats_llm.metrics.finite import finite_or_null
 from brats_llm.metrics.points import NO_POINT_DISTANCE, point_metrics
 from brats_llm.metrics.segmentation import dice, hd95, voxel_rates
 
 TIES = ("undetermined", "HGG", "LGG")
+#: Classification target of a slice without tumour (answer NG-2).
+NO_GLIOMA = 2
+#: Suffix of the metrics key scored on glioma slices only (the paper's Table 3 "general" column).
+GLIOMA_ONLY = "_glioma"
 #: Patient-level label when the vote is tied and ``tie`` is "undetermined": scored as a wrong answer.
 UNDETERMINED = -1
 
@@ -71,7 +77,7 @@ def patient_votes(rows: list[dict[str, Any]], tie: str) -> list[dict[str, Any]]:
         out.append({"patient_id": pid, "grade": slices[0]["grade"], "label": GRADE_TO_LABEL[slices[0]["grade"]],
                     "slices": len(slices), "votes_hgg": hgg, "votes_lgg": lgg, "votes_ng": votes.get(2, 0),
                     "failed": votes.get("failed", 0), "gldr": round(hgg / len(slices), 6),
-                    "p_hgg_mean": round(float(np.mean(probabilities)), 6) if probabilities else float("nan"),
+                    "p_hgg_mean": round(float(np.mean(probabilities)), 6) if probabilities else None,
                     "pred": pred})
     return out
 
@@ -82,7 +88,7 @@ def classification_scores(patients: list[dict[str, Any]], train_labels: np.ndarr
     raw = np.array([p["pred"] for p in patients])
     pred = np.where(raw == UNDETERMINED, 1 - y, raw)
     gldr = np.array([p["gldr"] for p in patients])
-    prob = np.array([p["p_hgg_mean"] for p in patients], dtype=float)
+    prob = np.array([np.nan if p.get("p_hgg_mean") is None else p["p_hgg_mean"] for p in patients], dtype=float)
 
     def statistic(index: np.ndarray) -> dict[str, float]:
         values = rates(classification_metrics(y[index], pred[index], gldr[index]))
@@ -94,7 +100,36 @@ def classification_scores(patients: list[dict[str, Any]], train_labels: np.ndarr
     point["undetermined"] = float(np.sum(raw == UNDETERMINED))
     result = with_intervals(point, bootstrap_ci(len(y), statistic, resamples=params.bootstrap, seed=params.seed))
     result["baseline_majority"] = majority_baseline(y, train_labels)
+    if all("grade" in p for p in patients):
+        result["gldr"] = gldr_summary(patients)
     return result
+
+
+def gldr_summary(patients: list[dict[str, Any]]) -> dict[str, float]:
+    """Mean and sample SD of GLDR over HGG and over LGG patients (flat keys, so `dvc metrics diff` shows them move)."""
+    out: dict[str, float] = {}
+    for grade in ("HGG", "LGG"):
+        values = np.array([p["gldr"] for p in patients if p["grade"] == grade], dtype=float)
+        key = grade.lower()
+        out[f"{key}_patients"] = float(values.size)
+        out[f"{key}_mean"] = float(values.mean()) if values.size else float("nan")
+        out[f"{key}_sd"] = float(values.std(ddof=1)) if values.size > 1 else float("nan")
+    return out
+
+
+def undefined_reasons(patients: list[dict[str, Any]]) -> dict[str, str]:
+    """Why a classification value can be undefined, for the ``*_note`` keys of metrics.json."""
+    grades = {p["grade"] for p in patients}
+    reasons = {}
+    if len(grades) < 2:
+        reasons["auc"] = reasons["auc_label_probability"] = f"one class only ({', '.join(sorted(grades)) or 'no'} patients)"
+    elif any(p.get("p_hgg_mean") is None for p in patients):
+        reasons["auc_label_probability"] = "no label probabilities (p_hgg) for some patients"
+    for grade in ("HGG", "LGG"):
+        count = sum(p["grade"] == grade for p in patients)
+        reasons[f"{grade.lower()}_mean"] = f"no {grade} patients"
+        reasons[f"{grade.lower()}_sd"] = f"{count} {grade} patient(s): an SD needs 2"
+    return reasons
 
 
 def _slice_region_metrics(pred: np.ndarray | None, truth: np.ndarray) -> dict[str, float]:
@@ -109,9 +144,9 @@ def region_mask(task: str, shape_points: list[list[float]] | None, size: tuple[i
     """Rasterise a predicted box or polygon on a ``size`` (rows, cols) grid (None stays None)."""
     if shape_points is None:
         return None
-    if task == "bbox" and len(shape_points) == 4:
-        return rasterize_box([[int(round(x)), int(round(y))] for x, y in shape_points], size).astype(bool)
-    return rasterize_polygon(shape_points, size).astype(bool)
+    if task == "bbox" and len(shape_points) == 4:  # corners are not rounded: pixel centres inside or on the box
+        return rasterize_box(shape_points, size)
+    return rasterize_polygon(shape_points, size)
 
 
 def slice_scores(task: str, predictions: list[Any], truth: list[dict[str, Any]]) -> list[dict[str, float]]:
@@ -168,8 +203,36 @@ def geometry_scores(task: str, rows: list[dict[str, Any]], truth: list[dict[str,
     for name, constant in baselines(task, train_truth, params.fixed_box_fraction, size).items():
         _, base_table, _ = per_patient(task, patient_ids, [constant] * len(rows), truth)
         result[f"baseline_{name}"] = dict(zip(keys, base_table.mean(axis=0).tolist()))
+    oracle = oracle_answers(task, truth)
+    _, oracle_table, _ = per_patient(task, patient_ids, oracle, truth)
+    result["oracle"] = {**dict(zip(keys, oracle_table.mean(axis=0).tolist())),
+                        "unparsable": float(sum(o is None for o in oracle))}
+    result["n"] = float(len(order))
+    result["truth"] = truth_summary(truth)
     patient_rows = [{"patient_id": pid, **{k: f"{v:.6f}" for k, v in zip(keys, values)}} for pid, values in zip(order, table)]
     return result, patient_rows
+
+
+def oracle_answers(task: str, truth: list[dict[str, Any]]) -> list[Any]:
+    """The ground-truth target written as the assistant's answer and parsed back, as a model's answer is.
+
+    Scored like the model (against the whole-slice mask), it is the ceiling of the task's answer format:
+    a box cannot follow a non-rectangular tumour, and a polygon describes one component only.
+    """
+    from brats_llm.conversations.parse import parse_answer
+
+    answers = []
+    for t in truth:
+        parsed = parse_answer(task, answer_text(task, t[task]))
+        answers.append(parsed.value if parsed.status == "ok" else None)
+    return answers
+
+
+def truth_summary(truth: list[dict[str, Any]]) -> dict[str, float]:
+    """Scored slices and patients, and the share of slices whose tumour has more than one component."""
+    components = [t.get("components") for t in truth if t.get("components") is not None]
+    return {"slices": float(len(truth)), "patients": float(len({t["patient_id"] for t in truth})),
+            "multi_component_share": float(np.mean([c > 1 for c in components])) if components else float("nan")}
 
 
 def _truth(revision_file: str | os.PathLike, rows: list[dict[str, Any]], with_masks: bool) -> tuple[list[dict[str, Any]], list[dict[str, Any]], np.ndarray]:
@@ -178,7 +241,8 @@ def _truth(revision_file: str | os.PathLike, rows: list[dict[str, Any]], with_ma
 
     folder = published_folder(revision_file)  # hashed (or fetched) once for both configs
     geometry = read_config(folder, "geometry")["train"]
-    keys = geometry.select_columns(["patient_id", "slice_index", "split", "label", "bbox", "center", "polygon"])
+    columns = ["patient_id", "slice_index", "split", "label", "bbox", "center", "polygon", "components"]
+    keys = geometry.select_columns([c for c in columns if c in geometry.column_names])
     by_key = {(g["patient_id"], g["slice_index"]): g for g in keys}
     train = [g for g in keys if g["split"] == "trainval"]
     labels = {g["patient_id"]: g["label"] for g in train}
@@ -203,7 +267,11 @@ def evaluate_llm(task: str, pred_dir: str | os.PathLike, revision_file: str | os
     """Score one ``llm-infer`` run (no model is loaded).
 
     Writes ``out_dir/metrics.json`` (``<split>`` -> patient-level metrics with ``_ci_low``/``_ci_high``,
-    baselines and parse-status counts; classification on other planes under ``<split>_<plane>``),
+    baselines and parse-status counts; classification on other planes under ``<split>_<plane>``, and each
+    plane again on glioma slices only under ``<split>[_<plane>]_glioma`` (the paper's Table 3 general
+    column), with a GLDR summary per grade; box / polygon / centre with the ``oracle`` (the ground truth
+    answered perfectly, scored like the model) and ``truth`` (slices, patients, multi-component share)).
+    Undefined values are ``null`` with a ``<key>_note`` (never NaN),
     ``out_dir/predictions/patients.csv``, ``out_dir/plots/images/*.png`` and ``out_dir/provenance.json``.
     """
     rows, run = read_predictions(pred_dir)
@@ -219,24 +287,33 @@ def evaluate_llm(task: str, pred_dir: str | os.PathLike, revision_file: str | os
         table = []
         for plane in dict.fromkeys(r["plane"] for r in rows):
             plane_rows = [r for r in rows if r["plane"] == plane]
-            patients = patient_votes(plane_rows, params.tie)
-            result = classification_scores(patients, train_labels, params)
-            result["slices"] = _status_counts(plane_rows)
-            result["slices"]["accuracy"] = float(np.mean([r["status"] == "ok" and r["prediction"] == r["target"] for r in plane_rows]))
-            metrics[split if plane == "axial" else f"{split}_{plane}"] = result
-            table += [{"plane": plane, **p} for p in patients]
-            images[f"gldr_{plane}.png"] = figures.gldr_figure([(p["patient_id"], p["grade"], p["gldr"]) for p in patients],
-                                                              f"GLDR per patient ({plane})")
+            glioma_rows = [r for r in plane_rows if r.get("target") != NO_GLIOMA]
+            key = split if plane == "axial" else f"{split}_{plane}"
+            for name, subset, scope in ((key, plane_rows, "all slices"), (key + GLIOMA_ONLY, glioma_rows, "glioma slices")):
+                if not subset:
+                    continue
+                patients = patient_votes(subset, params.tie)
+                result = classification_scores(patients, train_labels, params)
+                result["slices"] = _status_counts(subset)
+                result["slices"]["accuracy"] = float(np.mean([r["status"] == "ok" and r["prediction"] == r["target"] for r in subset]))
+                result["scope"] = f"{plane}, {scope}"
+                metrics[name] = finite_or_null(result, undefined_reasons(patients))
+                table += [{"plane": plane, "scope": scope, **p} for p in patients]
+                suffix = "" if subset is plane_rows else GLIOMA_ONLY
+                images[f"gldr_{plane}{suffix}.png"] = figures.gldr_figure(
+                    [(p["patient_id"], p["grade"], p["gldr"]) for p in patients], f"GLDR per patient ({plane}, {scope})")
     else:
         result, table = geometry_scores(task, rows, truth, train_truth, params)
         result["slices"] = _status_counts(rows)
-        metrics[split] = result
+        metrics[split] = finite_or_null(result, {"multi_component_share": "geometry without a components column"})
         for i in _example_indices(truth, params.examples):
             reference = [truth[i]["center"]] if task == "center" else truth[i]["bbox" if task == "bbox" else "polygon"]
             prediction = rows[i]["prediction"] if rows[i]["status"] == "ok" else None
             if task == "center" and prediction is not None:
                 prediction = [prediction]
-            images[f"examples/{rows[i]['patient_id']}_{rows[i]['slice_index']}.png"] = figures.shapes_overlay(
+            # A slice whose answer was unusable shows the truth only; the name says so (the report's caption too).
+            suffix = "" if prediction is not None else figures.NO_ANSWER_SUFFIX
+            images[f"examples/{rows[i]['patient_id']}_{rows[i]['slice_index']}{suffix}.png"] = figures.shapes_overlay(
                 truth[i]["image"], reference, prediction)
     out = Path(out_dir)
     with atomic.atomic_dir(out, kind="llm-evaluation") as staging:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from brats_llm import __version__, atomic
 from brats_llm.errors import MissingInputError
 from brats_llm.report.differences import differences
 from brats_llm.report.render import Figure, html_page, markdown
-from brats_llm.report.tables import build_table, consistency_table, paper_numbers
+from brats_llm.report.tables import build_table, consistency_table, paper_numbers, read_metrics
 
 PACKAGE = Path(__file__).resolve().parents[1]
 TITLE = "brats-llm reproduction report"
@@ -61,10 +62,154 @@ def card_tags(card: Path | None) -> list[str]:
     return list(meta.get("tags") or [])
 
 
+def card_facts(card: Path | None) -> dict[str, Any]:
+    """Cohort counts and upstream params from the published dataset card (empty when there is no card).
+
+    ``cohort``: patients, HGG, LGG of the ``volumes`` config; ``params``: the prepare / split / slices /
+    geometry / conversations sections the card records.
+    """
+    if card is None or not card.is_file():
+        return {}
+    text = card.read_text(encoding="utf-8")
+    facts: dict[str, Any] = {}
+    found = re.search(r"^\|\s*`volumes`\s*\|\s*\w+\s*\|\s*(\d+)\s*\|\s*(\d+)\s*\|\s*(\d+)\s*\|", text, re.M)
+    if found:
+        facts["cohort"] = {"patients": int(found[1]), "LGG": int(found[2]), "HGG": int(found[3])}
+    block = re.search(r"```yaml\n(.*?)\n```", text, re.S)
+    if block:
+        try:
+            params = yaml.safe_load(block[1])
+        except yaml.YAMLError:
+            params = None
+        if isinstance(params, dict):
+            facts["params"] = params
+    return facts
+
+
 def _figures(models: Path, pattern: str, caption: str, limit: int) -> list[Figure]:
+    from brats_llm.evaluate.figures import NO_ANSWER_SUFFIX
+
     found = sorted(models.glob(pattern))[:limit]
-    return [Figure(path.relative_to(models).as_posix().replace("/", "__"), f"{caption} ({path.stem})", path.read_bytes())
-            for path in found]
+    figures = []
+    for path in found:
+        if path.stem.endswith(NO_ANSWER_SUFFIX):  # nothing red was drawn: say so instead of the colour legend
+            text = f"{caption} ({path.stem[: -len(NO_ANSWER_SUFFIX)]}; no usable answer, only the truth is drawn)"
+        else:
+            text = f"{caption} ({path.stem})"
+        figures.append(Figure(path.relative_to(models).as_posix().replace("/", "__"), text, path.read_bytes()))
+    return figures
+
+
+def _count(value: Any) -> str:
+    return f"{int(value):,}" if isinstance(value, (int, float)) else "n/a"
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    return "n/a" if not isinstance(value, (int, float)) else f"{value:.{digits}f}"
+
+
+def _adapter_setting(records: dict[str, Any], task: str) -> str | None:
+    record = records.get(f"evaluate_llm/finetuned/{task}") or {}
+    adapter = (record.get("inference") or {}).get("adapter_record") or {}
+    params = adapter.get("params")
+    if not params:
+        return None
+    return (f"LoRA r{params.get('lora_rank')}, {params['max_steps'][task]} steps, batch {params['batch_size'][task]}, "
+            f"lr {params['lr'][task]:g}, {adapter.get('backend', params.get('backend', '?'))} backend")
+
+
+def _general_setting(records: dict[str, Any], task: str) -> str | None:
+    record = records.get(f"evaluate_llm/zeroshot/{task}") or {}
+    run = record.get("inference")
+    if not run:
+        return None
+    params = run.get("params") or {}
+    text = f"`{run['model']}`" + (" (smoke model)" if run.get("smoke_model") else "") + ", zero-shot"
+    text += ", greedy" if not params.get("do_sample") else f", sampled (T {params.get('temperature')})"
+    if params.get("max_rows"):
+        text += f", first {params['max_rows']} rows"
+    return text
+
+
+def our_setting(number: int, records: dict[str, Any]) -> str:
+    """Our training / model setting for a paper table, from the run records ("not run" when absent)."""
+    if number in (1, 4):
+        record = records.get("evaluate_cls" if number == 1 else "evaluate_seg")
+        if not record:
+            return "not run"
+        params = record["train_params"]
+        text = f"lr {params['lr']:g}, {params['epochs']} epochs, batch {params['batch_size']}, fold {record['fold']}"
+        if params.get("downsample", 1) != 1:
+            text += f", input pooled x{params['downsample']}"
+        return text
+    task = {2: "cls", 3: "cls", 5: "center", 6: "center", 7: "bbox", 8: "bbox", 9: "polygon", 10: "polygon"}[number]
+    if number == 3:
+        parts = [_general_setting(records, task), _adapter_setting(records, task)]
+        return "; ".join(p for p in parts if p) or "not run"
+    setting = _general_setting(records, task) if number in (2, 5, 7, 9) else _adapter_setting(records, task)
+    return setting or "not run"
+
+
+def summary_paragraph(models: Path, records: dict[str, Any], facts: dict[str, Any], tags: list[str]) -> str:
+    """What data, what model, which runs, and the headline numbers beside their baselines."""
+    cohort = facts.get("cohort")
+    data = "a synthetic BraTS-layout cohort" if "synthetic" in tags else "BraTS"
+    if cohort:
+        data += f" ({cohort['patients']} patients: {cohort['HGG']} HGG, {cohort['LGG']} LGG)"
+    parts = [f"Data: {data}."]
+    runs = {k.split("/", 1)[1]: r["inference"] for k, r in records.items() if k.startswith("evaluate_llm/") and r}
+    models_used = sorted({r["model"] for r in runs.values()})
+    ran = []
+    for task, name in (("cls", "CNN classifier"), ("seg", "CNN segmenter")):
+        if records.get(f"evaluate_{task}"):
+            ran.append(f"{name} (fold {records[f'evaluate_{task}']['fold']})")
+    for mode, label in (("zeroshot", "general"), ("finetuned", "fine-tuned")):
+        tasks = [k.split("/")[1] for k in runs if k.startswith(mode + "/")]
+        if tasks:
+            ran.append(f"{label} LLM on {', '.join(tasks)}")
+    if models_used:
+        smoke = any(r.get("smoke_model") for r in runs.values())
+        parts.append(f"LLM: {', '.join(f'`{m}`' for m in models_used)}" + (" (a tiny random smoke-test model)" if smoke else "") + ".")
+    if ran:
+        parts.append("Runs: " + "; ".join(ran) + ".")
+    headline = []
+    cls = (read_metrics(models, "evaluate_cls") or {}).get("test")
+    if cls:
+        headline.append(f"CNN classifier test accuracy {_fmt(cls.get('accuracy'))} (balanced {_fmt(cls.get('balanced_accuracy'))}, "
+                        f"n={_count(cls.get('n'))}) vs majority-class {_fmt((cls.get('baseline_majority') or {}).get('accuracy'))}")
+    seg = (read_metrics(models, "evaluate_seg") or {}).get("test")
+    if seg:
+        base = (seg.get("baseline_all_background") or {}).get("dice")
+        headline.append(f"CNN segmenter test Dice {_fmt(seg.get('dice'))}" + (f" vs all-background {_fmt(base)}" if base is not None else ""))
+    for mode, label in (("zeroshot", "general"), ("finetuned", "fine-tuned")):
+        block = (read_metrics(models, f"evaluate_llm/{mode}/cls") or {}).get("test_glioma")
+        if block:
+            headline.append(f"{label} LLM accuracy on glioma slices {_fmt(block.get('accuracy'))} (balanced "
+                            f"{_fmt(block.get('balanced_accuracy'))}, n={_count(block.get('n'))} patients) vs majority-class "
+                            f"{_fmt((block.get('baseline_majority') or {}).get('accuracy'))}")
+    for mode, label in (("zeroshot", "general"), ("finetuned", "fine-tuned")):
+        block = (read_metrics(models, f"evaluate_llm/{mode}/bbox") or {}).get("test")
+        if block:
+            headline.append(f"{label} LLM box Dice {_fmt(block.get('dice'))} vs mean training box "
+                            f"{_fmt((block.get('baseline_mean_train_box') or {}).get('dice'))} and oracle "
+                            f"{_fmt((block.get('oracle') or {}).get('dice'))}")
+    if headline:
+        parts.append("Headline (test cohort): " + "; ".join(headline) + ".")
+    return " ".join(parts)
+
+
+def geometry_note(models: Path) -> str | None:
+    """Share of scored test slices with several tumour components, and what the targets describe."""
+    for task in ("bbox", "polygon", "center"):
+        for mode in ("zeroshot", "finetuned"):
+            truth = ((read_metrics(models, f"evaluate_llm/{mode}/{task}") or {}).get("test") or {}).get("truth")
+            if truth and truth.get("multi_component_share") is not None:
+                return (f"Ground truth: {truth['multi_component_share']:.1%} of the {int(truth['slices']):,} scored test slices "
+                        f"({int(truth['patients'])} patients) hold more than one tumour component. As in the paper, box and "
+                        "centre describe all tumour pixels of the slice; the polygon traces the largest component only. "
+                        "The oracle column scores the ground-truth answer like the model's, against the whole-slice mask: "
+                        "the ceiling of each answer format.")
+    return None
 
 
 def collect(models: Path) -> dict[str, Any]:
@@ -119,6 +264,7 @@ def build_report(models_dir: str | os.PathLike, out_dir: str | os.PathLike, para
         raise MissingInputError(f"{models}: no evaluation output to report on (looked for {', '.join(EXPECTED)}); "
                                 "run the evaluate stages first (dvc repro) or pass the folder that holds them")
     tags = card_tags(Path(card) if card else None)
+    facts = card_facts(Path(card) if card else None)
     runs = [r["inference"] for k, r in records.items() if k.startswith("evaluate_llm/") and r]
     smoke = any(run.get("smoke_model") for run in runs)
     revision = next((run["dataset"]["revision"] for run in runs), None)
@@ -130,18 +276,30 @@ def build_report(models_dir: str | os.PathLike, out_dir: str | os.PathLike, para
         if smoke:
             what.append("the LLM numbers come from a tiny random smoke-test model, not LLaMA 3.2 Vision")
         blocks.append(("banner", "PLUMBING RUN, NOT SCIENCE: " + "; ".join(what) + ". Compare with the paper only on real BraTS with the real model."))
-    blocks += [("h2", "Provenance"), ("list", _provenance_lines(records, revision, tags))]
+    blocks += [("h2", "Summary"), ("p", summary_paragraph(models, records, facts, tags)),
+               ("details", ("Provenance (code, data revision, models, params)", _provenance_lines(records, revision, tags)))]
     tables, missing = [], {}
+    geometry = geometry_note(models)
     for spec in paper["tables"]:
         table = build_table(spec, models, params.digits)
         tables.append(table)
-        blocks += [("h2", f"Table {table.number}: {table.title}"), ("table", table)]
+        title = f"Table {table.number}: {table.title} (paper: {table.paper_setting}; ours: {our_setting(table.number, records)})"
+        blocks += [("h2", title), ("table", table)]
         notes = [f"Ours from {', '.join(table.sources)}." if table.sources else "No run of ours for this table."]
+        if table.number == 3:
+            notes.append("Both columns are scored on glioma slices only (slices without tumour, answer NG-2, left out); "
+                         "Table 2's axial column scores every slice of the window.")
+        if table.number == 7 and geometry:
+            notes.append(geometry)
+        elif table.number in (8, 9, 10) and geometry:
+            notes.append("Oracle column: the ground-truth answer scored like the model's (see Table 7).")
         if table.missing:
             notes.append(f"Not run: {'; '.join(table.missing)}.")
             missing[table.number] = table.missing
         blocks.append(("p", " ".join(notes)))
-    blocks += [("h2", "Consistency test"), ("table", consistency_table(paper, _json(models / "llm_consistency" / "metrics.json")))]
+    blocks += [("h2", "Consistency test"), ("table", consistency_table(paper, _json(models / "llm_consistency" / "metrics.json"))),
+               ("p", "Agreement is the share of the most frequent label among parsed answers (HGG, LGG or NG); "
+                     "unparsable answers are counted apart and never as a label. The paper's counts are out of 95.")]
     n = params.examples
     figure_groups = [  # heading, [(pattern under models/, caption, how many)]
         ("GLDR per patient (general vs fine-tuned)", [("evaluate_llm/zeroshot/cls/plots/images/gldr_*.png", "GLDR, general", 3),
@@ -162,7 +320,7 @@ def build_report(models_dir: str | os.PathLike, out_dir: str | os.PathLike, para
         if group:
             blocks += [("h3", heading), ("figures", group)]
             figures += group
-    blocks += [("h2", "Differences from the paper"), ("list", differences(records, tags))]
+    blocks += [("h2", "Differences from the paper"), ("list", differences(records, tags, facts, models))]
     with atomic.atomic_dir(out_dir, kind="report") as staging:
         atomic.write_text(staging / "report.md", markdown(blocks))
         atomic.write_text(staging / "report.html", html_page(blocks, TITLE))

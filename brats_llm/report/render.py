@@ -19,7 +19,8 @@ class Figure:
     png: bytes
 
 
-Block = tuple  # ("h1" | "h2" | "h3" | "p" | "banner", text) | ("list", [text]) | ("table", Table) | ("figures", [Figure])
+Block = tuple  # ("h1" | "h2" | "h3" | "p" | "banner", text) | ("list", [text]) | ("details", (summary, [text]))
+#               | ("table", Table) | ("figures", [Figure])
 
 
 def _md_cell(text: str) -> str:
@@ -38,6 +39,9 @@ def markdown(blocks: list[Block]) -> str:
             out.append("> **" + content + "**")
         elif kind == "list":
             out.append("\n".join(f"- {item}" for item in content))
+        elif kind == "details":  # GitHub renders a collapsed block; the list inside stays Markdown
+            summary, items = content
+            out.append(f"<details><summary>{summary}</summary>\n\n" + "\n".join(f"- {item}" for item in items) + "\n\n</details>")
         elif kind == "table":
             table: Table = content
             lines = ["| " + " | ".join(_md_cell(h) for h in table.header) + " |",
@@ -59,14 +63,18 @@ def _inline(text: str) -> str:
 
 
 STYLE = """
-body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 75em; color: #222; line-height: 1.4; }
-table { border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 0.85em; }
+body { font-family: system-ui, sans-serif; margin: 2em auto; padding: 0 2em; max-width: 75em; color: #222; line-height: 1.4; }
+.scroll { overflow-x: auto; margin: 0.5em 0 1.5em; }
+table { border-collapse: collapse; font-size: 0.85em; }
 th, td { border: 1px solid #bbb; padding: 0.25em 0.5em; text-align: right; }
+td { white-space: nowrap; } td:first-child { white-space: normal; min-width: 8em; }
 th:first-child, td:first-child { text-align: left; }
 th { background: #eef; }
 .banner { background: #fff3cd; border: 2px solid #e0a800; padding: 0.8em 1em; font-weight: bold; }
-figure { display: inline-block; margin: 0.5em; vertical-align: top; }
+figure { display: inline-block; margin: 0.5em; vertical-align: top; max-width: 100%; }
+figure img { max-width: 100%; height: auto; }
 figcaption { font-size: 0.8em; max-width: 30em; }
+details { margin: 0.5em 0 1em; } summary { cursor: pointer; font-weight: bold; }
 code { background: #f4f4f4; padding: 0 0.2em; }
 """
 
@@ -83,11 +91,15 @@ def html_page(blocks: list[Block], title: str) -> str:
             body.append(f'<div class="banner">{_inline(content)}</div>')
         elif kind == "list":
             body.append("<ul>" + "".join(f"<li>{_inline(item)}</li>" for item in content) + "</ul>")
+        elif kind == "details":
+            summary, items = content
+            body.append(f"<details><summary>{_inline(summary)}</summary><ul>"
+                        + "".join(f"<li>{_inline(item)}</li>" for item in items) + "</ul></details>")
         elif kind == "table":
             table: Table = content
             head = "".join(f"<th>{html.escape(h)}</th>" for h in table.header)
             rows = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in table.rows)
-            body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
+            body.append(f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table></div>')
         elif kind == "figures":
             for figure in content:
                 data = base64.b64encode(figure.png).decode("ascii")

@@ -18,8 +18,9 @@ SOURCES: dict[int, dict[str, tuple[str, str] | None]] = {
     1: {"train": ("evaluate_cls", "train"), "validation": ("evaluate_cls", "validation"), "test": ("evaluate_cls", "test")},
     2: {"axial": ("evaluate_llm/zeroshot/cls", "test"), "coronal": ("evaluate_llm/zeroshot/cls", "test_coronal"),
         "sagittal": ("evaluate_llm/zeroshot/cls", "test_sagittal")},
-    3: {"general": ("evaluate_llm/zeroshot/cls", "test"), "fine-tuned 100 steps": ("evaluate_llm/finetuned/cls", "test"),
-        "fine-tuned full epoch": None},
+    # Table 3 is glioma slices only: both columns come from the glioma-only scoring of evaluate-llm.
+    3: {"general": ("evaluate_llm/zeroshot/cls", "test_glioma"),
+        "fine-tuned 100 steps": ("evaluate_llm/finetuned/cls", "test_glioma"), "fine-tuned full epoch": None},
     4: {"train": ("evaluate_seg", "train"), "validation": ("evaluate_seg", "validation"), "test": ("evaluate_seg", "test")},
     5: {"general": ("evaluate_llm/zeroshot/center", "test")},
     6: {"fine-tuned": ("evaluate_llm/finetuned/center", "test")},
@@ -32,6 +33,11 @@ SOURCES: dict[int, dict[str, tuple[str, str] | None]] = {
 OUR_KEYS = {"hd95": ("hd95_mm", "hd95")}
 #: Lower is better for these (the rest: higher is better).
 LOWER_IS_BETTER = {"hd95", "p95_box_distance", "p95_center_distance"}
+#: Row labels where the metric name alone does not say what was measured (the first word stays the key).
+ROW_LABELS = {"auc_label_probability": "auc_label_probability (mean label-token P(HGG) per patient)"}
+#: Row label of ``auc`` in the LLM classification tables (the paper's tally proxy).
+LLM_AUC_LABEL = "auc (tally: GLDR as the score)"
+ORACLE_HEADER = "oracle (truth answered perfectly)"
 
 
 def paper_numbers(path: Path = PAPER_NUMBERS) -> dict[str, Any]:
@@ -49,6 +55,7 @@ class Table:
     rows: list[list[str]]
     sources: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
+    paper_setting: str = ""
 
 
 def _number(value: Any, digits: int) -> str:
@@ -68,6 +75,30 @@ def our_value(metrics: dict[str, Any], metric: str) -> tuple[float | None, float
     return None, None, None, metric
 
 
+def _cell(block: dict[str, Any], metric: str, digits: int) -> str:
+    """Our value with its interval; with per-fold values (``<key>_fold_mean`` / ``_fold_sd``) their mean +- SD too."""
+    value, low, high, used = our_value(block, metric)
+    text = _number(value, digits)
+    if low is not None or high is not None:
+        text += f" [{_number(low, digits)}, {_number(high, digits)}]"
+    if f"{used}_fold_mean" in block:
+        folds = block.get("folds")
+        text += (f"; folds {_number(block[f'{used}_fold_mean'], digits)} +- {_number(block.get(f'{used}_fold_sd'), digits)}"
+                 + (f" (k={int(folds)})" if isinstance(folds, (int, float)) else ""))
+    return text
+
+
+def patients_n(models: Path, folder: str, key: str, block: dict[str, Any]) -> float | None:
+    """Patients behind a metrics block: its ``n`` (or ``truth.patients``), else the rows of predictions/<key>.csv."""
+    for value in (block.get("n"), (block.get("truth") or {}).get("patients")):
+        if isinstance(value, (int, float)):
+            return float(value)
+    csv = models / folder / "predictions" / f"{key}.csv"
+    if csv.is_file():
+        return float(max(0, len(csv.read_text(encoding="utf-8").strip().splitlines()) - 1))
+    return None
+
+
 def read_metrics(models: Path, folder: str) -> dict[str, Any] | None:
     path = models / folder / "metrics.json"
     return json.loads(path.read_text()) if path.is_file() else None
@@ -77,7 +108,8 @@ def build_table(spec: dict[str, Any], models: Path, digits: int = 3) -> Table:
     """Paper value, ours with its 95% interval, per paper column; then the baselines of the last column we have."""
     number = spec["table"]
     header = ["metric"]
-    columns = []
+    columns: list[tuple[str, dict[str, Any] | None]] = []
+    counts: list[tuple[float | None, float | None]] = []
     sources, missing = [], []
     for name in spec["columns"]:
         source = SOURCES[number].get(name)
@@ -88,10 +120,16 @@ def build_table(spec: dict[str, Any], models: Path, digits: int = 3) -> Table:
         else:
             sources.append(f"models/{source[0]}/metrics.json [{source[1]}]")
         columns.append((name, block))
+        slices = (block.get("slices") or {}).get("n") if block and source and source[0].startswith("evaluate_llm/") else None
+        counts.append((patients_n(models, source[0], source[1], block) if block and source else None, slices))
         header += [f"{name}: paper", f"{name}: ours [95% CI]"]
     baseline_block = next((block for _, block in reversed(columns) if block), None)
     baseline_names = sorted(k for k in (baseline_block or {}) if k.startswith("baseline_"))
     header += [name.replace("baseline_", "baseline: ").replace("_", " ") for name in baseline_names]
+    oracle = (baseline_block or {}).get("oracle") if isinstance((baseline_block or {}).get("oracle"), dict) else None
+    if oracle is not None:
+        header.append(ORACLE_HEADER)
+    llm = any(source and source[0].startswith("evaluate_llm/") for source in (SOURCES[number].get(n) for n, _ in columns))
     rows = []
     for metric in spec["metrics"]:
         used = metric
@@ -101,26 +139,59 @@ def build_table(spec: dict[str, Any], models: Path, digits: int = 3) -> Table:
             if block is None:
                 row.append("not run")
                 continue
-            value, low, high, used = our_value(block, metric)
-            interval = f" [{_number(low, digits)}, {_number(high, digits)}]" if low is not None else ""
-            row.append(_number(value, digits) + interval)
+            used = our_value(block, metric)[3]
+            row.append(_cell(block, metric, digits))
         for name in baseline_names:
             row.append(_number(our_value(baseline_block[name], metric)[0], digits))
+        if oracle is not None:
+            row.append(_number(our_value(oracle, metric)[0], digits))
         if metric in OUR_KEYS and any(block for _, block in columns):
             row[0] = f"{metric} ({'mm' if used.endswith('_mm') else 'pixels'})"
+        elif metric == "auc" and llm:
+            row[0] = LLM_AUC_LABEL
+        elif metric in ROW_LABELS:
+            row[0] = ROW_LABELS[metric]
         rows.append(row)
-    return Table(number, spec["title"], header, rows, sources, missing)
+    extra = len(baseline_names) + (oracle is not None)
+    paper_n = spec.get("paper_n") or {}
+    n_row = ["n (patients)"]
+    for (name, block), (patients, _) in zip(columns, counts):
+        n_row += [str(paper_n.get(name, "n/a")), "not run" if block is None else _count(patients)]
+    rows.append(n_row + [""] * extra)
+    if llm:
+        s_row = ["n (slices)"]
+        for (_, block), (_, slices) in zip(columns, counts):
+            s_row += ["n/a", "not run" if block is None else _count(slices)]
+        rows.append(s_row + [""] * extra)
+    return Table(number, spec["title"], header, rows, sources, missing, spec.get("paper_setting", ""))
+
+
+def _count(value: float | None) -> str:
+    return "n/a" if value is None else f"{int(value):,}"
 
 
 def consistency_table(paper: dict[str, Any], ours: dict[str, Any] | None) -> Table:
-    """Answers per image (HGG / LGG / other) for the general and fine-tuned model, paper beside ours."""
-    header = ["model", "image", "paper HGG / LGG (of 95)", "ours HGG / LGG / other", "ours agreement"]
+    """Answers per image for the general and fine-tuned model, paper beside ours.
+
+    Ours: HGG / LGG / NG (parsed answers) and unparsable ones separately; agreement is the share of the most
+    frequent label among parsed answers, shown with the parse rate (recomputed from the stored counts).
+    """
+    from brats_llm.evaluate.consistency_metrics import from_counts
+
+    header = ["model", "image", "paper HGG / LGG (of 95)", "ours HGG / LGG / NG", "ours unparsable",
+              "ours parsed (parse rate)", "ours agreement among parsed"]
     rows = []
     for paper_name, our_name in (("general", "general"), ("fine-tuned", "finetuned")):
         for image in ("HGG_image", "LGG_image"):
             p = paper["consistency"][paper_name][image]
             o = (ours or {}).get(our_name, {}).get(image)
-            mine = "not run" if o is None else f"{o['HGG']} / {o['LGG']} / {o['NG'] + o['unparsable']}"
-            rows.append([paper_name, image.replace("_image", " image"), f"{p['HGG']} / {p['LGG']}", mine,
-                         "n/a" if o is None else f"{o['agreement']:.3f}"])
+            row = [paper_name, image.replace("_image", " image"), f"{p['HGG']} / {p['LGG']}"]
+            if o is None:
+                rows.append(row + ["not run", "", "", "n/a"])
+                continue
+            c = from_counts(o)
+            rate = "n/a" if c["parse_rate"] is None else f"{c['parse_rate']:.3f}"
+            agreement = "n/a (none parsed)" if c["agreement"] is None else f"{c['agreement']:.3f} ({c['majority']})"
+            rows.append(row + [f"{c['HGG']} / {c['LGG']} / {c['NG']}", str(c["unparsable"]),
+                               f"{c['parsed']} of {c['answers']} ({rate})", agreement])
     return Table(0, "Consistency test (same image and prompt, repeated)", header, rows)
