@@ -21,13 +21,13 @@ from pathlib import Path
 
 from brats_llm.config import load_section
 from brats_llm.evaluate.cnn import ClsEvalParams, SegEvalParams, evaluate_cnn
-from brats_llm.train.cnn.trainer import CnnTrainParams, train_cnn
+from brats_llm.train.cnn.trainer import CnnTrainParams, SegTrainParams, train_cnn
 
 METRIC = {"cls": "auc", "seg": "dice"}
 
 
 def run_seed(task: str, seed: int, args: argparse.Namespace) -> dict:
-    params = CnnTrainParams(**{**load_section(args.params, f"train_{task}"), "seed": seed})
+    params = (SegTrainParams if task == "seg" else CnnTrainParams)(**{**load_section(args.params, f"train_{task}"), "seed": seed})
     evaluation = (ClsEvalParams if task == "cls" else SegEvalParams)(
         **{**load_section(args.params, f"evaluate_{task}"), "bootstrap": 10, **({"overlays": 0} if task == "seg" else {})})
     start = time.perf_counter()
@@ -56,7 +56,7 @@ def main() -> None:
     tests = {task: [r["test"] for r in runs if r["task"] == task] for task in ("cls", "seg")}
     figures = {
         "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}", "date": time.strftime("%Y-%m-%d"),
-        "params": {task: dataclasses.asdict(CnnTrainParams(**load_section(args.params, f"train_{task}"))) for task in ("cls", "seg")},
+        "params": {task: dataclasses.asdict((SegTrainParams if task == "seg" else CnnTrainParams)(**load_section(args.params, f"train_{task}"))) for task in ("cls", "seg")},
         "runs": runs,
         "cls_test_auc_min": min(tests["cls"]), "seg_test_dice_spread": max(tests["seg"]) - min(tests["seg"]),
         "goals": {"cls_test_auc_min": ">= 0.9", "seg_test_dice_spread": "<= 0.05"},

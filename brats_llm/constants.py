@@ -21,9 +21,48 @@ BRATS_LABELS = MappingProxyType(
 )
 LABEL_BACKGROUND, LABEL_NCR_NET, LABEL_EDEMA, LABEL_ENHANCING = 0, 1, 2, 4
 
+# --- Sub-region labels (the ``regions`` column) -----------------------------------------------
+#: The label convention of every ``regions`` array (and of nnU-Net exports): BraTS 2023's numbering.
+#: BraTS 2017-2021 label 4 (enhancing) is stored as 3; MSD Task01's labels are renumbered (see below).
+REGION_LABELS = MappingProxyType(
+    {
+        0: "background",
+        1: "necrotic / non-enhancing tumour core (NCR/NET)",
+        2: "peritumoral oedema (ED)",
+        3: "GD-enhancing tumour (ET)",
+    }
+)
+REGION_BACKGROUND, REGION_NCR_NET, REGION_EDEMA, REGION_ENHANCING = 0, 1, 2, 3
+#: The BraTS evaluation regions as sets of ``REGION_LABELS`` values: whole tumour, tumour core,
+#: enhancing tumour. ``mask`` is the whole tumour (``regions > 0``).
+REGION_WT, REGION_TC, REGION_ET = "wt", "tc", "et"
+REGIONS = MappingProxyType({REGION_WT: (1, 2, 3), REGION_TC: (1, 3), REGION_ET: (3,)})
+
+#: Release (layout) name -> {label in the release's segmentation files: ``REGION_LABELS`` value}.
+#: A value outside a release's keys fails loudly (the case is excluded, naming the file).
+LABEL_MAP_BRATS_2017 = MappingProxyType({0: 0, 1: 1, 2: 2, 4: 3})  # BraTS 2017-2021: 1 NCR/NET, 2 ED, 4 ET
+LABEL_MAP_BRATS_2023 = MappingProxyType({0: 0, 1: 1, 2: 2, 3: 3})  # BraTS 2023/2024 glioma: 1 NETC, 2 SNFH, 3 ET
+LABEL_MAP_MSD = MappingProxyType({0: 0, 1: 2, 2: 1, 3: 3})  # MSD Task01: 1 oedema, 2 non-enhancing, 3 enhancing
+RELEASE_LABEL_MAPS = MappingProxyType(
+    {
+        "brats2018": LABEL_MAP_BRATS_2017,
+        "brats2020": LABEL_MAP_BRATS_2017,
+        "brats2021": LABEL_MAP_BRATS_2017,
+        "brats2023": LABEL_MAP_BRATS_2023,
+        "msd": LABEL_MAP_MSD,
+    }
+)
+#: File-name suffixes of each modality in BraTS 2023+ releases (``<case>-t2f.nii.gz`` is FLAIR).
+MODALITY_SUFFIXES_2023 = MappingProxyType({"flair": "t2f", "t1": "t1n", "t1ce": "t1c", "t2": "t2w"})
+
 #: Glioma grades; the class index is the position (0 LGG, 1 HGG), as in the paper.
 GRADES: tuple[str, ...] = ("LGG", "HGG")
 GRADE_TO_LABEL = MappingProxyType({grade: index for index, grade in enumerate(GRADES)})
+#: Releases without grades (BraTS 2021, 2023+, MSD): ``grade`` is NO_GRADE ("") and ``label`` is
+#: NO_LABEL (-1, the ``datasets`` ClassLabel value for "no label"); no grade is ever invented.
+#: Stages that need grades (stratified split, grade classification) must refuse such rows.
+NO_GRADE = ""
+NO_LABEL = -1
 
 #: Raw BraTS geometry: 240 x 240 x 155 voxels of 1 mm (NIfTI axes i, j, k).
 BRATS_SHAPE: tuple[int, int, int] = (240, 240, 155)

@@ -38,3 +38,32 @@ def test_segmenter_layer_plan_and_dice_loss_gradient():
         build_model("det", (4, 8, 8, 8))
     with pytest.raises(ValueError, match="too small"):
         GradeClassifier3D((4, 3, 3, 3))
+
+
+@pytest.mark.parametrize("architecture", ["paper", "segresnet", "unet"])
+@pytest.mark.parametrize("out_channels", [1, 3])
+def test_segmenters_keep_odd_shapes_and_give_one_output_per_region(architecture, out_channels):
+    shape = (4, 9, 13, 11)  # odd sizes: MONAI nets are padded to a multiple of 2**(levels-1) and cropped back
+    model = build_model("seg", shape, architecture=architecture, out_channels=out_channels, width=4, levels=3)
+    x = torch.rand(2, *shape)
+    out = model(x)
+    assert out.shape == ((2, *shape[1:]) if out_channels == 1 else (2, out_channels, *shape[1:]))
+    target = torch.rand(out.shape) > 0.7
+    loss = soft_dice_loss(out, target)
+    loss.backward()
+    assert 0 < loss.item() < 1
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+
+
+def test_regions_dice_loss_is_the_mean_over_regions():
+    target = torch.zeros(1, 3, 4, 4, 4, dtype=torch.bool)
+    target[0, 0, :2] = True  # WT predicted perfectly, TC and ET empty and predicted empty: all near 0
+    logits = torch.where(target, 30.0, -30.0)
+    assert soft_dice_loss(logits, target).item() < 1e-3
+    logits[0, 2] = 30.0  # ET predicted everywhere against an empty ET: that region's loss ~ 1 - 1/65
+    assert soft_dice_loss(logits, target).item() == pytest.approx((1 - 1 / 65) / 3, abs=1e-4)
+    from monai.networks.nets import SegResNet
+
+    assert any(isinstance(m, SegResNet) for m in build_model("seg", (4, 8, 8, 8), architecture="segresnet").modules())
+    with pytest.raises(ValueError, match="architecture"):
+        build_model("seg", (4, 8, 8, 8), architecture="vnet")

@@ -10,7 +10,7 @@ from brats_llm.evaluate.cnn import ClsEvalParams, SegEvalParams, evaluate_cnn
 from brats_llm.preprocess.volumes import PrepareParams, prepare
 from brats_llm.split.splits import SplitParams, split_volumes
 from brats_llm.train.cnn.data import dataset_version, downsample, load_split
-from brats_llm.train.cnn.trainer import CnnTrainParams, augment_batch, train_cnn
+from brats_llm.train.cnn.trainer import CnnTrainParams, SegTrainParams, augment_batch, train_cnn
 
 TINY_TRAIN = CnnTrainParams(epochs=3, batch_size=2, downsample=2, checkpoint_every=2)
 
@@ -74,7 +74,9 @@ def test_train_resume_and_evaluate(prepared, tmp_path, task):
         assert (out / "plots" / "sklearn" / "train" / "roc.json").is_file()
         assert (out / "plots" / "images" / "train_confusion.png").is_file()
     else:
-        assert {"dice", "hd95_mm", "precision", "recall", "specificity", "baseline_all_foreground"} <= set(metrics["test"])
+        assert {"dice", "hd95_mm", "precision", "recall", "specificity", "baseline_all_foreground", "lesionwise_dice",
+                "lesionwise_hd95_mm", "lesionwise_dice_ci_low", "lesionwise_fp"} <= set(metrics["test"])
+        assert "tc" not in metrics["test"]
         assert metrics["threshold"] in params.thresholds
         assert len(list((out / "plots" / "images" / "overlays").glob("*.png"))) == 1
     provenance = json.loads((out / "provenance.json").read_text())
@@ -116,3 +118,75 @@ def test_dataset_version_reads_dvc_lock(prepared, tmp_path):
     version = dataset_version(volumes, lock)
     assert version["dvc_md5"] == "abc.dir" and len(version["fingerprint"]) == 16
     assert len(load_split(volumes, [], 1, progress=False)) == 0
+
+
+def with_regions(volumes, out):
+    """The prepared volumes with a ``regions`` column (prepare writes one; synthesised here when absent):
+    outer half of the tumour oedema (2), inner part core (1), its centre enhancing (3)."""
+    from datasets import Array3D, load_from_disk
+    from scipy import ndimage
+
+    dataset = load_from_disk(str(volumes))
+    if "regions" in dataset.column_names:
+        return volumes
+
+    def add(row):
+        mask = np.asarray(row["mask"], dtype=bool)
+        core = ndimage.binary_erosion(mask, iterations=1)
+        regions = np.where(mask, 2, 0).astype(np.uint8)
+        regions[core] = 1
+        regions[ndimage.binary_erosion(core, iterations=1)] = 3
+        return {"regions": regions}
+
+    shape = dataset.features["mask"].shape
+    features = dataset.features.copy()
+    features["regions"] = Array3D(shape, "uint8")
+    dataset.map(add, features=features).save_to_disk(str(out))
+    return out
+
+
+def test_regions_target_with_monai_segresnet(prepared, tmp_path):
+    volumes = with_regions(prepared / "volumes", tmp_path / "volumes")
+    params = SegTrainParams(epochs=2, batch_size=2, downsample=2, target="regions", architecture="segresnet",
+                            width=4, levels=2)
+    train_cnn("seg", volumes, prepared / "splits.csv", tmp_path / "models", params, progress=False)
+    out = tmp_path / "eval"
+    results = evaluate_cnn("seg", volumes, prepared / "splits.csv", tmp_path / "models", out,
+                           SegEvalParams(bootstrap=20, overlays=0))
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert results["target"] == "regions"
+    for region in ("tc", "et"):
+        assert {"dice", "hd95_mm", "lesionwise_dice", "lesionwise_hd95_mm", "baseline_all_background"} <= set(metrics["test"][region])
+        assert metrics["test"][region]["dice"] == pytest.approx(results["test"][region]["dice"])
+    assert "lesionwise_dice" in metrics["test"]  # WT at the top level
+    header = (out / "predictions" / "test.csv").read_text().splitlines()[0].split(",")
+    assert {"dice", "lesionwise_dice", "tc_dice", "et_lesionwise_hd95_mm"} <= set(header)
+    assert "nan" not in (out / "metrics.json").read_text().lower()
+    if volumes != prepared / "volumes":  # a dataset from before the regions column: a clear refusal
+        with pytest.raises(ValueError, match="no 'regions' column"):
+            load_split(prepared / "volumes", [], 1, progress=False, target="regions")
+
+
+def test_the_classifier_refuses_a_cohort_without_grades(prepared, tmp_path):
+    from datasets import load_from_disk
+
+    from brats_llm.train.cnn.data import require_grades
+
+    require_grades(prepared / "volumes")  # LGG/HGG throughout: accepted
+    dataset = load_from_disk(str(prepared / "volumes"))
+    dataset.map(lambda row, i: {"grade": "unknown" if i == 0 else row["grade"]}, with_indices=True).save_to_disk(str(tmp_path / "v"))
+    with pytest.raises(ValueError, match="cannot train the classifier"):
+        train_cnn("cls", tmp_path / "v", prepared / "splits.csv", tmp_path / "m", TINY_TRAIN, progress=False)
+
+
+def test_cnn_metrics_never_hold_nan(tmp_path):
+    """dvclive writes an undefined AUC (one-class split) as NaN; metrics.json must stay valid JSON."""
+    from brats_llm.evaluate.cnn import _finite_metrics
+
+    path = tmp_path / "metrics.json"
+    path.write_text('{"test": {"auc": NaN, "auc_ci_low": "nan", "auc_ci_high": 1.0, "n": 3}, "selected_fold": 0}')
+    _finite_metrics(path)
+    data = json.loads(path.read_text(), parse_constant=lambda token: pytest.fail(f"bare {token} in metrics.json"))
+    assert data["test"]["auc"] is None and data["test"]["auc_note"]
+    assert data["test"]["auc_ci_low"] is None and data["test"]["auc_ci_note"] and data["test"]["auc_ci_high"] == 1.0
+    assert data["selected_fold"] == 0

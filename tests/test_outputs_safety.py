@@ -163,6 +163,9 @@ STAGES = [
     ("evaluate-llm", ["evaluate-llm", "--task", "cls", "{a}", "{rev}", "{a}"]),
     ("report", ["report", "{a}", "{a}"]),
     ("report --card", ["report", "{a}", "{b}", "--card", "{b}/keep.txt"]),
+    ("export-nnunet", ["export-nnunet", "{a}", "{s}", "{a}", "--raw-dir", "{b}"]),
+    ("export-nnunet --raw-dir", ["export-nnunet", "{a}", "{s}", "{c}", "--raw-dir", "{c}"]),
+    ("score-predictions", ["score-predictions", "{a}", "{b}", "{s}", "{a}"]),
 ]
 
 

@@ -13,6 +13,7 @@ from brats_llm.split.splits import (
     split_volumes,
     write_splits,
 )
+from brats_llm.errors import InputError
 from brats_llm.preprocess.volumes import PrepareParams, prepare
 
 
@@ -84,3 +85,21 @@ def test_stage_on_prepared_volumes(tiny_demo, tmp_path):
     assert len(assignments) == 6
     assert Counter(a.split for a in assignments) == {"test": 2, "trainval": 4}
     assert (tmp_path / "summary.json").is_file()
+
+
+def test_ungraded_release_is_split_without_inventing_grades():
+    """BraTS 2021, 2023+ and MSD publish no grades: split them unstratified, label -1, never a grade."""
+    from brats_llm.constants import NO_GRADE
+
+    patients = {f"BraTS-GLI-{i:05d}-000": NO_GRADE for i in range(20)}
+    assignments = make_splits(patients, SplitParams(test_fraction=0.2, folds=4, seed=3))
+    assert {a.grade for a in assignments} == {NO_GRADE} and {a.label for a in assignments} == {-1}
+    assert sum(a.split == "test" for a in assignments) == 4
+    assert sorted(Counter(a.fold for a in assignments if a.fold >= 0).values()) == [4, 4, 4, 4]
+    assert split_summary(assignments)["test"] == {"ungraded": 4}
+
+
+def test_graded_and_ungraded_patients_mixed_are_refused():
+    patients = {f"p{i}": ("HGG" if i < 10 else "") for i in range(20)}
+    with pytest.raises(InputError, match="10 of 20 patients have no grade"):
+        make_splits(patients, SplitParams())

@@ -38,6 +38,10 @@ def test_schema_and_dtypes(tiny_volumes, tiny_params):
     assert row["image"].dtype == np.uint8 and row["image"].shape == (len(MODALITIES), 24, 32, 32)
     assert row["mask"].dtype == np.uint8 and row["mask"].shape == (24, 32, 32)
     assert set(np.unique(row["mask"])) == {0, 1}
+    for patient in dataset:  # sub-regions: 0-3 (label 4 stored as 3); the mask is exactly their union
+        assert patient["regions"].dtype == np.uint8 and patient["regions"].shape == (24, 32, 32)
+        assert set(np.unique(patient["regions"])) <= {0, 1, 2, 3}
+        assert np.array_equal(patient["mask"], (patient["regions"] > 0).astype(np.uint8))
     assert row["spacing_mm"] == pytest.approx([1.0, 48 / 32, 48 / 32])
     assert row["crop_stop"] - row["crop_start"] == 24 and row["original_shape"] == list(TINY_SHAPE)
     assert row["label"] == {"LGG": 0, "HGG": 1}[row["grade"]]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,10 +18,12 @@ from brats_llm.errors import InputError, MissingInputError
 from brats_llm.evaluate import figures
 from brats_llm.metrics.bootstrap import bootstrap_ci, with_intervals
 from brats_llm.metrics.classification import classification_metrics, majority_baseline, rates
-from brats_llm.metrics.segmentation import dice, segmentation_metrics
+from brats_llm.metrics.finite import finite_or_null
+from brats_llm.metrics.lesionwise import GLIOMA_DILATION, GLIOMA_MIN_VOLUME_MM3
+from brats_llm.metrics.segmentation import REGION_NAMES, dice, region_metrics, segmentation_metrics
 from brats_llm.train.cnn.data import VolumeTensors, dataset_version, fold_patients, load_split
 from brats_llm.train.cnn.models import build_model
-from brats_llm.train.cnn.trainer import CHECKPOINT_BEST, predict
+from brats_llm.train.cnn.trainer import CHECKPOINT_BEST, model_options, predict
 
 SPLITS = ("train", "validation", "test")
 
@@ -44,17 +47,25 @@ class SegEvalParams:
         bootstrap: replicates for 95% intervals (patients resampled).
         seed: bootstrap seed.
         overlays: number of test patients drawn as overlay PNGs.
+        lesion_dilation: BraTS 2023 lesion-wise matching: dilations of the ground truth, in voxels of
+            the stored grid (3 for gliomas; brats_llm.metrics.lesionwise explains the resampled grid).
+        lesion_min_volume_mm3: lesions of at most this volume (mm^3, via each patient's voxel volume)
+            are ignored by the lesion-wise metrics (BraTS 2023 gliomas: 50).
     """
 
     thresholds: tuple[float, ...] = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
     bootstrap: int = 1000
     seed: int = 2020
     overlays: int = 4
+    lesion_dilation: int = GLIOMA_DILATION
+    lesion_min_volume_mm3: float = GLIOMA_MIN_VOLUME_MM3
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "thresholds", tuple(float(t) for t in self.thresholds))
         if not self.thresholds or not all(0.0 < t < 1.0 for t in self.thresholds):
             raise ValueError("thresholds must be values in (0, 1)")
+        if self.lesion_dilation < 0 or self.lesion_min_volume_mm3 < 0:
+            raise ValueError("lesion_dilation and lesion_min_volume_mm3 must not be negative")
 
 
 def load_best(model_dir: Path) -> tuple[torch.nn.Module, dict[str, Any]]:
@@ -65,7 +76,7 @@ def load_best(model_dir: Path) -> tuple[torch.nn.Module, dict[str, Any]]:
     states = [torch.load(path, map_location="cpu", weights_only=True) for path in candidates]
     state = max(states, key=lambda s: (s["best"]["metric"], -s["best"]["loss"]))
     meta = state["meta"]
-    model = build_model(meta["task"], tuple(meta["in_shape"]))
+    model = build_model(meta["task"], tuple(meta["in_shape"]), **model_options(meta["task"], meta["params"]))
     model.load_state_dict(state["model"])
     return model, {**meta, "best_epoch": state["epoch"], "folds_available": [int(p.parent.name[4:]) for p in candidates]}
 
@@ -108,54 +119,107 @@ def evaluate_cls(model, meta, members, volumes_dir, out_dir, params: ClsEvalPara
 
 
 def _upsampled_probabilities(model, data: VolumeTensors, shape: tuple[int, ...]) -> np.ndarray:
+    """Probabilities at ``shape`` (the stored grid), always (N, regions, D, H, W) (1 region for ``wt``)."""
     prob = torch.from_numpy(predict(model, data, torch.device("cpu"), 2))
-    if tuple(prob.shape[1:]) != tuple(shape):
-        prob = F.interpolate(prob[:, None], size=shape, mode="trilinear", align_corners=False)[:, 0]
+    prob = prob[:, None] if prob.ndim == 4 else prob
+    if tuple(prob.shape[-3:]) != tuple(shape):
+        prob = F.interpolate(prob, size=shape, mode="trilinear", align_corners=False)
     return prob.numpy()
+
+
+#: Per-patient metrics averaged (with bootstrap intervals) per region; lesion counts are summed instead.
+SEG_MEAN_KEYS = ("dice", "hd95_mm", "precision", "recall", "specificity", "lesionwise_dice", "lesionwise_hd95_mm")
+SEG_COUNT_KEYS = ("lesionwise_tp", "lesionwise_fn", "lesionwise_fp")
+
+
+def summarise_regions(per_patient: dict[str, list[dict[str, float]]], bootstrap: int, seed: int) -> dict[str, Any]:
+    """Mean of each metric over patients with 95% bootstrap intervals, and lesion counts, per region.
+
+    ``per_patient`` maps region -> rows of :func:`~brats_llm.metrics.segmentation.region_metrics`.
+    WT (or the only region) sits at the top level; other regions under their name (``tc``, ``et``).
+    """
+    out: dict[str, Any] = {}
+    for region, rows in per_patient.items():
+        table = np.array([[row[k] for k in SEG_MEAN_KEYS] for row in rows], dtype=float)
+
+        def mean_of(index, table=table):
+            return dict(zip(SEG_MEAN_KEYS, table[index].mean(axis=0)))
+
+        summary = with_intervals(mean_of(np.arange(len(table))), bootstrap_ci(len(table), mean_of, resamples=bootstrap, seed=seed))
+        summary.update({key: int(sum(row[key] for row in rows)) for key in SEG_COUNT_KEYS})
+        if region == "wt":
+            out.update(summary)
+        else:
+            out[region] = summary
+    return out
+
+
+def log_nested(live, prefix: str, values: dict[str, Any]) -> None:
+    """dvclive metrics ``prefix/key`` (and ``prefix/region/key`` for nested regions)."""
+    for key, value in values.items():
+        if isinstance(value, dict):
+            log_nested(live, f"{prefix}/{key}", value)
+        else:
+            live.log_metric(f"{prefix}/{key}", float(value) if not isinstance(value, int) else value, plot=False)
+
+
+def per_patient_csv_rows(patient_ids: list[str], per_patient: dict[str, list[dict[str, float]]]) -> list[dict[str, Any]]:
+    """One row per patient: WT columns unprefixed, other regions prefixed (``tc_dice``, ``et_hd95_mm``...)."""
+    rows = []
+    for i, pid in enumerate(patient_ids):
+        row: dict[str, Any] = {"patient_id": pid}
+        for region, values in per_patient.items():
+            prefix = "" if region == "wt" else f"{region}_"
+            row.update({f"{prefix}{k}": (f"{values[i][k]:.6f}" if k in SEG_MEAN_KEYS else int(values[i][k]))
+                        for k in (*SEG_MEAN_KEYS, *SEG_COUNT_KEYS)})
+        rows.append(row)
+    return rows
 
 
 def evaluate_seg(model, meta, members, volumes_dir, out_dir, params: SegEvalParams, live) -> dict[str, Any]:
     factor = meta["params"]["downsample"]
+    target = meta["params"].get("target", "wt")
+    regions = REGION_NAMES if target == "regions" else ("wt",)
     probs, truths, full = {}, {}, {}
     for split in SPLITS:
-        full[split] = load_split(volumes_dir, members[split], 1, progress=False)
+        full[split] = load_split(volumes_dir, members[split], 1, progress=False, target=target)
         if len(full[split]) == 0:
             continue
-        inputs = full[split] if factor == 1 else load_split(volumes_dir, members[split], factor, progress=False)
+        inputs = full[split] if factor == 1 else load_split(volumes_dir, members[split], factor, progress=False, target=target)
         truths[split] = full[split].masks.numpy().astype(bool)
-        probs[split] = _upsampled_probabilities(model, inputs, truths[split].shape[1:])
+        if truths[split].ndim == 4:  # one region: (N, 1, D, H, W) from here on
+            truths[split] = truths[split][:, None]
+        probs[split] = _upsampled_probabilities(model, inputs, truths[split].shape[-3:])
     tuning = "validation" if "validation" in probs else "train"
-    mean_dice = {t: float(np.mean([dice(p >= t, m) for p, m in zip(probs[tuning], truths[tuning])]))
+    mean_dice = {t: float(np.mean([dice(p >= t, m) for p, m in zip(probs[tuning].reshape(-1, *probs[tuning].shape[2:]),
+                                                                     truths[tuning].reshape(-1, *truths[tuning].shape[2:]))]))
                  for t in params.thresholds}
     threshold = max(params.thresholds, key=lambda t: (mean_dice[t], -abs(t - 0.5)))
     live.log_metric("threshold", threshold, plot=False)
-    results, distributions = {"threshold": threshold, "threshold_tuned_on": tuning}, {}
+    results, distributions = {"threshold": threshold, "threshold_tuned_on": tuning, "target": target}, {}
+    options = {"dilation": params.lesion_dilation, "min_volume_mm3": params.lesion_min_volume_mm3}
     for split in probs:
         spacing = full[split].spacing_mm
-        per_patient = [segmentation_metrics(p >= threshold, m, s) for p, m, s in zip(probs[split], truths[split], spacing)]
-        keys = list(per_patient[0])
-        table = np.array([[row[k] for k in keys] for row in per_patient])
-
-        def mean_of(index, table=table):
-            return dict(zip(keys, table[index].mean(axis=0)))
-
-        point = mean_of(np.arange(len(table)))
-        results[split] = with_intervals(point, bootstrap_ci(len(table), mean_of, resamples=params.bootstrap, seed=params.seed))
-        _log(live, split, results[split])
-        for name, constant in (("all_background", False), ("all_foreground", True)):
-            baseline = [segmentation_metrics(np.full(m.shape, constant), m, s) for m, s in zip(truths[split], spacing)]
-            _log(live, f"{split}/baseline_{name}", {k: float(np.mean([b[k] for b in baseline])) for k in keys})
-        distributions[split] = [row["dice"] for row in per_patient]
-        atomic.write_csv(out_dir / "predictions" / f"{split}.csv", [
-            {"patient_id": pid, **{k: f"{row[k]:.6f}" for k in keys}} for pid, row in zip(full[split].patient_ids, per_patient)])
-    live.log_image("dice_per_patient.png", figures.distribution_figure(distributions, "Dice"))
+        per_patient = {region: [region_metrics(p[r] >= threshold, m[r], s, **options)
+                                for p, m, s in zip(probs[split], truths[split], spacing)]
+                       for r, region in enumerate(regions)}
+        results[split] = summarise_regions(per_patient, params.bootstrap, params.seed)
+        log_nested(live, split, results[split])
+        for r, region in enumerate(regions):
+            where = split if region == "wt" else f"{split}/{region}"
+            for name, constant in (("all_background", False), ("all_foreground", True)):
+                baseline = [segmentation_metrics(np.full(m[r].shape, constant), m[r], s) for m, s in zip(truths[split], spacing)]
+                _log(live, f"{where}/baseline_{name}", {k: float(np.mean([b[k] for b in baseline])) for k in baseline[0]})
+        distributions[split] = [row["dice"] for row in per_patient[regions[0]]]
+        atomic.write_csv(out_dir / "predictions" / f"{split}.csv", per_patient_csv_rows(full[split].patient_ids, per_patient))
+    live.log_image("dice_per_patient.png", figures.distribution_figure(distributions, "Dice (WT)"))
     if "test" in probs:
         data = full["test"]
         for i in range(min(params.overlays, len(data))):
-            truth = truths["test"][i]
+            truth = truths["test"][i, 0]
             k = int(truth.sum(axis=(1, 2)).argmax())
             flair = data.images[i, 0, k].numpy()
-            live.log_image(f"overlays/{data.patient_ids[i]}.png", figures.overlay(flair, truth[k], probs["test"][i, k] >= threshold))
+            live.log_image(f"overlays/{data.patient_ids[i]}.png", figures.overlay(flair, truth[k], probs["test"][i, 0, k] >= threshold))
     return results
 
 
@@ -187,5 +251,24 @@ def evaluate_cnn(task: str, volumes_dir: str | os.PathLike, splits_file: str | o
         results = run(model, meta, members, volumes_dir, staging, params, live)  # type: ignore[arg-type]
         live.log_metric("selected_fold", meta["fold"], plot=False)
         live.end()
+        _finite_metrics(staging / "metrics.json")
         atomic.write_json(staging / "provenance.json", provenance)
     return results
+
+
+def _finite_metrics(path: Path) -> None:
+    """Rewrite dvclive's metrics.json with ``null`` + a note where a value is undefined (NaN), never bare NaN.
+
+    AUC on a one-class split, a majority baseline's AUC and bootstrap bounds undefined in most
+    resamples are NaN; dvclive would write them as ``NaN`` tokens or ``"nan"`` strings.
+    """
+    def number(value):
+        return float("nan") if isinstance(value, str) and value.lower() in ("nan", "inf", "-inf") else value
+
+    def walk(value):
+        if isinstance(value, dict):
+            return {k: walk(v) for k, v in value.items()}
+        return number(value)
+
+    cleaned = finite_or_null(walk(json.loads(path.read_text())))
+    atomic.write_text(path, json.dumps(cleaned, indent=4, allow_nan=False) + "\n")

@@ -1,15 +1,40 @@
-"""Find the cases of a raw BraTS release (2020 flat layout or 2018/2019 HGG/LGG layout)."""
+"""Find the cases of a raw BraTS release.
+
+Layouts (``Inventory.layout``):
+
+* ``brats2018``: ``HGG/`` and ``LGG/`` grade folders of case folders (BraTS 2018/2019);
+* ``brats2020``: flat case folders plus ``name_mapping.csv`` (grades);
+* ``brats2021``: flat ``BraTS2021_NNNNN/BraTS2021_NNNNN_{flair,t1,t1ce,t2,seg}.nii.gz``, no grades;
+* ``brats2023``: flat ``BraTS-GLI-NNNNN-NNN/BraTS-GLI-NNNNN-NNN-{t2f,t1n,t1c,t2w,seg}.nii.gz`` (2023/2024
+  glioma), no grades;
+* ``msd``: Medical Segmentation Decathlon Task01_BrainTumour (``dataset.json``, 4D ``imagesTr/BRATS_NNN``,
+  ``labelsTr/BRATS_NNN``), no grades.
+
+Releases without grades give cases with ``grade == NO_GRADE``: no grade is invented.
+"""
 
 from __future__ import annotations
 
 import csv
+import json
 import os
 import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from brats_llm.constants import GRADES, MASK_SUFFIX, MODALITIES, PATIENT_ID_PATTERN
+from brats_llm.constants import (
+    GRADES,
+    MASK_SUFFIX,
+    MODALITIES,
+    MODALITY_SUFFIXES_2023,
+    NO_GRADE,
+    PATIENT_ID_PATTERN,
+    REGION_EDEMA,
+    REGION_ENHANCING,
+    REGION_NCR_NET,
+    RELEASE_LABEL_MAPS,
+)
 from brats_llm.errors import InputError, MissingInputError
 
 #: The BraTS 2020 grade table and the columns we read from it.
@@ -17,6 +42,24 @@ MAPPING_FILE = "name_mapping.csv"
 MAPPING_ID_COLUMN = "BraTS_2020_subject_ID"
 MAPPING_GRADE_COLUMN = "Grade"
 LAYOUT_2020, LAYOUT_2018 = "brats2020", "brats2018"
+LAYOUT_2021, LAYOUT_2023, LAYOUT_MSD = "brats2021", "brats2023", "msd"
+LAYOUTS: tuple[str, ...] = (LAYOUT_2018, LAYOUT_2020, LAYOUT_2021, LAYOUT_2023, LAYOUT_MSD)
+#: Layouts whose cases carry a grade (LGG/HGG); the others give ``grade == NO_GRADE``.
+GRADED_LAYOUTS: tuple[str, ...] = (LAYOUT_2018, LAYOUT_2020)
+#: BraTS 2021 case folders start with this (how a flat release without name_mapping.csv is recognised).
+PREFIX_2021 = "BraTS2021_"
+#: File-name suffix (separator included) of each modality and of the mask, per flat layout.
+SUFFIXES_2017 = {**{m: f"_{m}" for m in MODALITIES}, MASK_SUFFIX: f"_{MASK_SUFFIX}"}
+SUFFIXES_2023 = {**{m: f"-{MODALITY_SUFFIXES_2023[m]}" for m in MODALITIES}, MASK_SUFFIX: f"-{MASK_SUFFIX}"}
+#: MSD Task01_BrainTumour: the description file and the training folders.
+MSD_JSON, MSD_IMAGES, MSD_LABELS = "dataset.json", "imagesTr", "labelsTr"
+#: Channel names of an MSD / nnU-Net dataset.json (lower case) -> our modality.
+MSD_CHANNEL_NAMES = {"flair": "flair", "t2f": "flair", "t1w": "t1", "t1": "t1", "t1n": "t1", "t1gd": "t1ce",
+                     "t1ce": "t1ce", "t1c": "t1ce", "t2w": "t2", "t2": "t2"}
+#: Label names of an MSD dataset.json (lower case, normalised) -> ``REGION_LABELS`` value.
+MSD_LABEL_NAMES = {"background": 0, "edema": REGION_EDEMA, "oedema": REGION_EDEMA,
+                   "non-enhancing tumor": REGION_NCR_NET, "non-enhancing tumour": REGION_NCR_NET,
+                   "enhancing tumor": REGION_ENHANCING, "enhancing tumour": REGION_ENHANCING}
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 
 
@@ -49,7 +92,12 @@ class Note:
 
 @dataclass(frozen=True)
 class CaseFiles:
-    """The files of one patient: one image per modality (in ``MODALITIES`` order) and a mask."""
+    """The files of one patient: one image per modality (in ``MODALITIES`` order) and a mask.
+
+    ``grade`` is ``NO_GRADE`` for releases without grades. For MSD, ``images`` repeats the one 4D
+    file per modality and ``channels`` gives each modality's volume index in it; ``label_map``
+    (file label -> ``REGION_LABELS`` value) overrides the release's default map when set.
+    """
 
     patient_id: str
     grade: str
@@ -57,6 +105,18 @@ class CaseFiles:
     images: tuple[Path, ...]
     mask: Path
     layout: str
+    channels: tuple[int, ...] | None = None
+    label_map: tuple[tuple[int, int], ...] | None = None
+
+    @property
+    def labels(self) -> dict[int, int]:
+        """File label -> ``REGION_LABELS`` value for this case's segmentation."""
+        return dict(self.label_map) if self.label_map is not None else dict(RELEASE_LABEL_MAPS[self.layout])
+
+    def source(self, root: Path) -> str:
+        """The case's place in the release (the ``source`` column): its folder, or for MSD its image file."""
+        where = self.images[0] if self.channels is not None else self.folder
+        return where.relative_to(root).as_posix()
 
 
 @dataclass
@@ -123,6 +183,8 @@ def _find_root(raw_dir: Path) -> Path:
     for _ in range(3):
         if os.path.lexists(root / MAPPING_FILE) or any(_is_dir(root / grade) for grade in GRADES):
             return root
+        if os.path.lexists(root / MSD_JSON) or _is_dir(root / MSD_IMAGES):
+            return root
         folders = [p for p in _list(root) if not p.name.startswith(".") and _is_dir(p)]
         if len(folders) != 1 or _holds_nifti(folders[0]):
             return root
@@ -187,18 +249,20 @@ def _read_mapping(path: Path, excluded: list[Exclusion]) -> dict[str, str]:
 def _match_files(patient_id: str, folder: Path, files: list[Path],
                  inventory: Inventory) -> tuple[tuple[Path, ...], Path] | None:
     """Pick one file per modality and the mask among ``files``; record why when that fails."""
+    suffixes = SUFFIXES_2023 if inventory.layout == LAYOUT_2023 else SUFFIXES_2017
     by_suffix: dict[str, list[Path]] = defaultdict(list)
     for path in files:
         stem = nifti_stem(path).lower()
-        for key in (*MODALITIES, MASK_SUFFIX):
-            if stem.endswith(f"_{key}"):
+        for key, suffix in suffixes.items():
+            if stem.endswith(suffix):
                 by_suffix[key].append(path)
     images = []
     for modality in MODALITIES:
         found = by_suffix.get(modality, [])
         if len(found) != 1:
             problem = "missing" if not found else f"ambiguous ({', '.join(p.name for p in found)})"
-            inventory.excluded.append(Exclusion(patient_id, str(folder), f"{modality} image {problem}"))
+            named = "" if suffixes[modality][1:] == modality else f" (*{suffixes[modality]}.nii.gz)"
+            inventory.excluded.append(Exclusion(patient_id, str(folder), f"{modality} image{named} {problem}"))
             return None
         images.append(found[0])
     masks = by_suffix.get(MASK_SUFFIX, [])
@@ -243,14 +307,18 @@ def _inspect(folder: Path, grade: str | None, mapping: dict[str, str], inventory
     if not re.match(PATIENT_ID_PATTERN, patient_id):
         inventory.excluded.append(Exclusion(patient_id, str(folder), "patient id is not a safe file name"))
         return None
-    if grade is None:
+    if inventory.layout not in GRADED_LAYOUTS:
+        grade = NO_GRADE
+    elif grade is None:
         grade = mapping.get(patient_id)
         if grade is None:
+            mapping_path = inventory.root / MAPPING_FILE
+            absent = "" if os.path.lexists(mapping_path) else " (no such file; BraTS 2021 case folders are named BraTS2021_NNNNN)"
             inventory.excluded.append(
-                Exclusion(patient_id, str(folder), f"grade missing: not listed in {inventory.root / MAPPING_FILE}")
+                Exclusion(patient_id, str(folder), f"grade missing: not listed in {mapping_path}{absent}")
             )
             return None
-    if grade not in GRADES:
+    if inventory.layout in GRADED_LAYOUTS and grade not in GRADES:
         inventory.excluded.append(Exclusion(patient_id, str(folder), f"grade {grade!r} is not one of {GRADES}"))
         return None
     matched = _match_files(patient_id, folder, files, inventory)
@@ -277,8 +345,10 @@ def discover(raw_dir: str | Path) -> Inventory:
     if not _is_dir(raw_dir):
         raise MissingInputError(f"{raw_dir}: raw data folder does not exist")
     root = _find_root(raw_dir)
+    if os.path.lexists(root / MSD_JSON) or _is_dir(root / MSD_IMAGES):
+        return _discover_msd(root)
     grade_folders = [root / grade for grade in GRADES if _is_dir(root / grade)]
-    inventory = Inventory(root=root, layout=LAYOUT_2018 if grade_folders else LAYOUT_2020)
+    inventory = Inventory(root=root, layout=LAYOUT_2018)
 
     candidates: list[tuple[Path, str | None]] = []
     mapping: dict[str, str] = {}
@@ -287,9 +357,11 @@ def discover(raw_dir: str | Path) -> Inventory:
             candidates += [(p, grade_folder.name) for p in _case_folders(grade_folder)]
     else:
         mapping_path = root / MAPPING_FILE
-        if os.path.lexists(mapping_path):
+        folders = _case_folders(root)
+        inventory.layout = _flat_layout(root, folders)
+        if inventory.layout == LAYOUT_2020 and os.path.lexists(mapping_path):
             mapping = _read_mapping(mapping_path, inventory.excluded)
-        candidates = [(p, None) for p in _case_folders(root)]
+        candidates = [(p, None) for p in folders]
 
     seen: dict[str, list[Path]] = defaultdict(list)
     found: list[CaseFiles] = []
@@ -308,4 +380,128 @@ def discover(raw_dir: str | Path) -> Inventory:
         inventory.excluded.append(
             Exclusion(patient_id, str(root / MAPPING_FILE), f"listed in {MAPPING_FILE} but no case folder found")
         )
+    return inventory
+
+
+def _flat_layout(root: Path, folders: list[Path]) -> str:
+    """The layout of a release of flat case folders: 2020 (name_mapping.csv), 2023 (``-t2f`` names),
+    2021 (``BraTS2021_`` folders), else 2020 (whose cases then lack grades and are excluded)."""
+    if os.path.lexists(root / MAPPING_FILE):
+        return LAYOUT_2020
+    new_suffixes = tuple(SUFFIXES_2023[m] for m in MODALITIES)
+    for folder in folders:
+        try:
+            stems = [nifti_stem(path).lower() for path in _nifti_files(folder)]
+        except CaseError:
+            continue  # reported when the folder is inspected
+        if any(stem.endswith(new_suffixes) for stem in stems):
+            return LAYOUT_2023
+    if any(folder.name.startswith(PREFIX_2021) for folder in folders):
+        return LAYOUT_2021
+    return LAYOUT_2020
+
+
+def _msd_label_name(name: object) -> str:
+    return " ".join(str(name).strip().lower().replace("_", " ").replace("non enhancing", "non-enhancing").split())
+
+
+def read_msd_description(path: Path) -> tuple[tuple[int, ...], dict[int, int]]:
+    """Channels and labels of an MSD Task01 ``dataset.json``.
+
+    Returns:
+        The 4D volume index of each modality in ``MODALITIES`` order, and file label -> ``REGION_LABELS``
+        value (MSD's own: 1 oedema -> 2, 2 non-enhancing tumour -> 1, 3 enhancing tumour -> 3).
+
+    Raises:
+        InputError: unreadable or not JSON, or channels / labels that are not exactly FLAIR, T1, T1-Gd, T2
+            and background, oedema, non-enhancing tumour, enhancing tumour.
+    """
+    problem = _file_problem(path)
+    if problem:
+        raise InputError(f"{path}: cannot read {MSD_JSON}: {problem}")
+    try:
+        description = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise InputError(f"{path}: cannot read {MSD_JSON} ({_why(error)})") from error
+    except (UnicodeDecodeError, ValueError) as error:
+        raise InputError(f"{path}: {MSD_JSON} is not valid JSON ({error})") from error
+    if not isinstance(description, dict):
+        raise InputError(f"{path}: {MSD_JSON} is not a JSON object")
+    channels = description.get("modality", description.get("channel_names"))
+    if not isinstance(channels, dict):
+        raise InputError(f"{path}: no 'modality' (or 'channel_names') object naming the 4 channels")
+    by_modality: dict[str, int] = {}
+    for key, name in channels.items():
+        modality = MSD_CHANNEL_NAMES.get(str(name).strip().lower())
+        if modality is None or not str(key).isdigit() or modality in by_modality:
+            raise InputError(f"{path}: unexpected channel {key!r}: {name!r}; expected the 4 channels FLAIR, T1w, "
+                             f"t1gd, T2w once each")
+        by_modality[modality] = int(key)
+    if set(by_modality) != set(MODALITIES):
+        raise InputError(f"{path}: channels {dict(channels)} do not name FLAIR, T1w, t1gd and T2w")
+    labels = description.get("labels")
+    if not isinstance(labels, dict):
+        raise InputError(f"{path}: no 'labels' object")
+    label_map: dict[int, int] = {}
+    for key, value in labels.items():
+        number, name = (key, value) if isinstance(value, str) else (value, key)  # MSD {"1": "edema"}, nnU-Net {"edema": 1}
+        target = MSD_LABEL_NAMES.get(_msd_label_name(name))
+        if target is None or not str(number).isdigit() or int(number) in label_map:
+            raise InputError(f"{path}: unexpected label {key!r}: {value!r}; expected background, edema, "
+                             f"non-enhancing tumor and enhancing tumour")
+        label_map[int(number)] = target
+    if sorted(label_map.values()) != [0, 1, 2, 3]:
+        raise InputError(f"{path}: labels {dict(labels)} do not name background, edema, non-enhancing tumor and "
+                         f"enhancing tumour once each")
+    return tuple(by_modality[m] for m in MODALITIES), label_map
+
+
+def _msd_files(folder: Path) -> dict[str, list[Path]]:
+    """NIfTI files of an MSD folder by name stem (hidden files such as macOS ``._BRATS_001.nii.gz`` skipped)."""
+    if not _is_dir(folder):
+        raise InputError(f"{folder}: MSD folder missing")
+    files: dict[str, list[Path]] = defaultdict(list)
+    for path in _list(folder):
+        stem = nifti_stem(path)
+        if stem is not None and not path.name.startswith("."):
+            files[stem].append(path)
+    return files
+
+
+def _discover_msd(root: Path) -> Inventory:
+    """Cases of an MSD Task01_BrainTumour release: one 4D image and one label file per case, no grades."""
+    inventory = Inventory(root=root, layout=LAYOUT_MSD)
+    if not os.path.lexists(root / MSD_JSON):
+        raise InputError(f"{root / MSD_JSON}: missing; an MSD release names its channels and labels there")
+    channels, label_map = read_msd_description(root / MSD_JSON)
+    images, labels = _msd_files(root / MSD_IMAGES), _msd_files(root / MSD_LABELS)
+
+    def exclude(patient_id: str, path: Path, reason: str) -> None:
+        inventory.excluded.append(Exclusion(patient_id, str(path), reason))
+
+    for patient_id in sorted(set(images) | set(labels)):
+        found_images, found_labels = images.get(patient_id, []), labels.get(patient_id, [])
+        if not found_images:
+            exclude(patient_id, found_labels[0], f"image missing (no {MSD_IMAGES}/{patient_id}.nii.gz)")
+            continue
+        if len(found_images) > 1:
+            exclude(patient_id, root / MSD_IMAGES, f"image ambiguous ({', '.join(p.name for p in found_images)})")
+            continue
+        if not found_labels:
+            exclude(patient_id, found_images[0], f"segmentation mask missing (no {MSD_LABELS}/{patient_id}.nii.gz)")
+            continue
+        if len(found_labels) > 1:
+            exclude(patient_id, root / MSD_LABELS,
+                    f"segmentation mask ambiguous ({', '.join(p.name for p in found_labels)})")
+            continue
+        if not re.match(PATIENT_ID_PATTERN, patient_id):
+            exclude(patient_id, found_images[0], "patient id is not a safe file name")
+            continue
+        image, label = found_images[0], found_labels[0]
+        problem = next(((p, why) for p in (image, label) if (why := _file_problem(p))), None)
+        if problem:
+            exclude(patient_id, *problem)
+            continue
+        inventory.cases.append(CaseFiles(patient_id, NO_GRADE, root / MSD_IMAGES, (image,) * len(MODALITIES), label,
+                                         LAYOUT_MSD, channels, tuple(sorted(label_map.items()))))
     return inventory

@@ -15,7 +15,7 @@ from isal import igzip
 from isal.igzip_lib import IsalError
 from nibabel import orientations
 
-from brats_llm.constants import BRATS_LABELS, CANONICAL_AXCODES, MODALITIES
+from brats_llm.constants import CANONICAL_AXCODES, MODALITIES, REGION_LABELS
 from brats_llm.ingest.layout import CaseError, CaseFiles
 
 #: Largest tolerated difference between the affines of one case's files (mm).
@@ -36,10 +36,12 @@ def numeric_guard(path: str | Path) -> Iterator[None]:
 
 @dataclass(frozen=True)
 class LoadedCase:
-    """A case's arrays in LPS voxel order (i, j, k): images in ``MODALITIES`` order, mask labels."""
+    """A case's arrays in LPS voxel order (i, j, k): images in ``MODALITIES`` order, the mask with
+    the release's own labels, and ``regions``: the same labels in the ``REGION_LABELS`` convention."""
 
     images: tuple[np.ndarray, ...]
     mask: np.ndarray
+    regions: np.ndarray
     spacing_mm: tuple[float, float, float]
     notes: tuple[str, ...] = ()
 
@@ -70,7 +72,8 @@ def read_nifti(path: Path) -> nib.Nifti1Image:
     return image
 
 
-def _array(image: nib.Nifti1Image, path: Path) -> np.ndarray:
+def _array(image: nib.Nifti1Image, path: Path, *, channels: int | None = None) -> np.ndarray:
+    """The voxel array: 3D (a trailing axis of 1 dropped), or 4D with at least ``channels`` volumes."""
     try:
         with numeric_guard(path):
             array = np.asanyarray(image.dataobj)
@@ -78,6 +81,10 @@ def _array(image: nib.Nifti1Image, path: Path) -> np.ndarray:
         raise
     except Exception as error:
         raise CaseError(path, f"image data unreadable or truncated ({error})") from error
+    if channels is not None:
+        if array.ndim != 4 or array.shape[3] < channels:
+            raise CaseError(path, f"expected a 4D volume of {channels} channels, got shape {array.shape}")
+        return array
     if array.ndim == 4 and array.shape[3] == 1:
         array = array[..., 0]
     if array.ndim != 3:
@@ -93,22 +100,33 @@ def check_finite(array: np.ndarray, path: Path) -> None:
             raise CaseError(path, f"{bad} non-finite voxel(s) (NaN or infinity) in the image data")
 
 
-def _mask_labels(array: np.ndarray, path: Path) -> np.ndarray:
-    """Validate BraTS labels and return the mask as uint8; other values fail loudly."""
+def mask_labels(array: np.ndarray, path: Path, labels: dict[int, int], release: str = "BraTS") -> np.ndarray:
+    """Validate a segmentation against its release's labels (the keys of ``labels``) and return it as
+    uint8; other values fail loudly (e.g. label 3 in a BraTS 2020 file, 4 in a BraTS 2023 file)."""
     if not np.issubdtype(array.dtype, np.integer):  # NaN/infinity were rejected by check_finite
         if not np.array_equal(array, np.round(array)):
             raise CaseError(path, f"mask has non-integer values (dtype {array.dtype})")
     low, high = array.min(initial=0), array.max(initial=0)
-    if low >= 0 and high <= max(BRATS_LABELS):  # fast path: only 3 can be wrong inside [0, 4]
-        unexpected = [v for v in range(int(high) + 1) if v not in BRATS_LABELS and (array == v).any()]
+    if low >= 0 and high <= max(labels):  # fast path: test each missing value inside [0, max]
+        unexpected = [v for v in range(int(high) + 1) if v not in labels and (array == v).any()]
     else:
-        unexpected = sorted(set(np.unique(array).tolist()) - set(BRATS_LABELS))
+        unexpected = sorted(set(np.unique(array).tolist()) - set(labels))
     if unexpected:
         shown = [int(v) if float(v).is_integer() else float(v) for v in unexpected[:10]]
-        raise CaseError(path, f"unexpected mask label(s) {shown}; BraTS labels are {sorted(BRATS_LABELS)}")
+        raise CaseError(path, f"unexpected mask label(s) {shown}; {release} labels are {sorted(labels)}")
     if high == 0:
         raise CaseError(path, "mask has no tumour voxels (empty mask)")
     return array.astype(np.uint8, copy=False)
+
+
+def to_regions(mask: np.ndarray, labels: dict[int, int]) -> np.ndarray:
+    """A validated uint8 mask (see :func:`mask_labels`) in the ``REGION_LABELS`` convention."""
+    if set(labels.values()) - set(REGION_LABELS):
+        raise ValueError(f"label map {labels} targets values outside {sorted(REGION_LABELS)}")
+    table = np.zeros(256, dtype=np.uint8)
+    for source, target in labels.items():
+        table[source] = target
+    return table[mask]
 
 
 def load_case(case: CaseFiles) -> LoadedCase:
@@ -118,19 +136,30 @@ def load_case(case: CaseFiles) -> LoadedCase:
         CaseError: naming the first file that is unreadable, inconsistent, holds NaN/infinite
             voxels or has bad labels.
     """
-    paths = (*case.images, case.mask)
-    images = [read_nifti(path) for path in paths]
-    reference, reference_path = images[0], paths[0]
-    arrays = []
-    for image, path in zip(images, paths):
+    if case.channels is not None:  # MSD: one 4D file holds every modality
+        paths = (case.images[0], case.mask)
+        reference = read_nifti(paths[0])
+        volumes = _array(reference, paths[0], channels=max(case.channels) + 1)
+        check_finite(volumes, paths[0])
+        arrays, others = [volumes[..., channel] for channel in case.channels], [paths[1]]
+    else:
+        paths = (*case.images, case.mask)
+        reference = read_nifti(paths[0])
+        arrays, others = [], list(paths)
+    reference_path = paths[0]
+    reference_shape = arrays[0].shape if arrays else _array_shape(reference)
+    for path in others:
+        image = reference if path == reference_path else read_nifti(path)
         array = _array(image, path)
-        if array.shape != _array_shape(reference):
-            raise CaseError(path, f"shape {array.shape} differs from {reference_path.name} {_array_shape(reference)}")
+        if array.shape != reference_shape:
+            raise CaseError(path, f"shape {array.shape} differs from {reference_path.name} {reference_shape}")
         if not np.allclose(image.affine, reference.affine, atol=AFFINE_TOLERANCE_MM):
             raise CaseError(path, f"affine differs from {reference_path.name} (files are not co-registered)")
         check_finite(array, path)
         arrays.append(array)
-    arrays[-1] = _mask_labels(arrays[-1], case.mask)
+    labels = case.labels
+    arrays[-1] = mask_labels(arrays[-1], case.mask, labels, case.layout)
+    arrays.append(to_regions(arrays[-1], labels))
 
     current = orientations.io_orientation(reference.affine)
     wanted = orientations.axcodes2ornt(CANONICAL_AXCODES)
@@ -143,7 +172,8 @@ def load_case(case: CaseFiles) -> LoadedCase:
         notes.append(f"reoriented from {''.join(orientations.aff2axcodes(reference.affine))} to LPS")
     return LoadedCase(
         images=tuple(arrays[: len(MODALITIES)]),
-        mask=arrays[-1],
+        mask=arrays[-2],
+        regions=arrays[-1],
         spacing_mm=tuple(float(z) for z in zooms),
         notes=tuple(notes),
     )

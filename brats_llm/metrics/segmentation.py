@@ -8,6 +8,8 @@ import numpy as np
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
+from brats_llm.constants import REGIONS  # BraTS 2023 region convention (labels 1, 2, 3)
+
 #: BraTS convention for HD95 when exactly one of prediction and ground truth is empty: the
 #: diagonal of the 240 x 240 x 155 mm BraTS volume (as the BraTS 2021+ evaluation reports).
 HD95_ONE_EMPTY_MM = float(np.sqrt(240**2 + 240**2 + 155**2))  # 373.13
@@ -90,3 +92,22 @@ def voxel_rates(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
 def segmentation_metrics(pred: np.ndarray, truth: np.ndarray, spacing: Sequence[float] | None = None) -> dict[str, float]:
     """Dice, HD95 (mm when ``spacing`` is in mm), voxel precision, recall and specificity of one case."""
     return {"dice": dice(pred, truth), "hd95_mm": hd95(pred, truth, spacing), **voxel_rates(pred, truth)}
+
+
+#: Region names in output-channel order of a ``regions`` segmenter.
+REGION_NAMES: tuple[str, ...] = ("wt", "tc", "et")
+
+
+def region_masks(labels: np.ndarray, names: Sequence[str] = REGION_NAMES) -> np.ndarray:
+    """Stack the binary masks of ``names`` (constants.REGIONS) from a 0/1/2/3 label map: (len(names), *shape)."""
+    labels = np.asarray(labels)
+    return np.stack([np.isin(labels, REGIONS[name]) for name in names])
+
+
+def region_metrics(pred: np.ndarray, truth: np.ndarray, spacing: Sequence[float] | None = None, *,
+                   dilation: int = 3, min_volume_mm3: float = 50.0) -> dict[str, float]:
+    """Legacy whole-volume metrics and BraTS 2023 lesion-wise Dice / HD95 of one binary 3D region."""
+    from brats_llm.metrics.lesionwise import lesion_wise
+
+    lesions = lesion_wise(pred, truth, spacing, dilation=dilation, min_volume_mm3=min_volume_mm3)
+    return {**segmentation_metrics(pred, truth, spacing), **lesions.as_dict()}

@@ -10,7 +10,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from brats_llm.constants import GRADE_TO_LABEL, IMAGE_SIZE, N_SLICES
+from brats_llm.constants import GRADE_TO_LABEL, IMAGE_SIZE, N_SLICES, NO_GRADE, NO_LABEL
 from brats_llm.ingest.layout import CaseFiles, Exclusion
 from brats_llm.ingest.nifti import CaseError, load_case, numeric_guard
 from brats_llm.preprocess import transforms
@@ -21,7 +21,8 @@ class PrepareParams:
     """``prepare`` section of params.yaml.
 
     Attributes:
-        raw_dir: the raw release (BraTS 2020 folder with ``name_mapping.csv``, or 2018/2019 HGG/LGG).
+        raw_dir: the raw release: BraTS 2018/2019 (HGG/LGG), 2020 (``name_mapping.csv``), 2021,
+            2023/2024 glioma, or MSD Task01_BrainTumour (see ``brats_llm.ingest.layout``).
         centre_on: centre the axial window on the ``tumour`` (paper) or the ``volume``.
         slices: axial window length (paper: 95).
         size: in-plane size after resizing (paper: 128).
@@ -107,24 +108,27 @@ def preprocess_case(case: CaseFiles, params: PrepareParams, root: Path) -> dict[
             low, high = intensity_range(image, brain, path, params)
             scaled = transforms.scale_to_255(transforms.to_slices(image[window]), brain_window, low, high)
             channels.append(transforms.to_uint8(transforms.resize_slices(scaled, params.size)))
-    tumour = loaded.mask > 0
+    tumour = loaded.regions > 0
     lost = lost_tumour_note(tumour, start, stop)
-    mask = transforms.resize_slices(transforms.to_slices(tumour[window]).view(np.uint8), params.size, nearest=True)
+    # One nearest-neighbour rule for both, so ``mask == (regions > 0)`` holds exactly.
+    regions = transforms.resize_slices(transforms.to_slices(loaded.regions[window]), params.size, nearest=True)
+    mask = (regions > 0).view(np.uint8)
     nx, ny, _ = loaded.mask.shape
     sx, sy, sz = loaded.spacing_mm
     return {
         "patient_id": case.patient_id,
         "grade": case.grade,
-        "label": GRADE_TO_LABEL[case.grade],
+        "label": NO_LABEL if case.grade == NO_GRADE else GRADE_TO_LABEL[case.grade],
         "image": np.stack(channels),
         "mask": mask,
+        "regions": regions,
         "spacing_mm": [sz, sy * ny / params.size, sx * nx / params.size],
         "crop_start": start,
         "crop_stop": stop,
         "original_shape": list(loaded.mask.shape),
         "tumour_fraction_in_window": float(tumour[window].sum() / tumour.sum()),
         "layout": case.layout,
-        "source": case.folder.relative_to(root).as_posix(),
+        "source": case.source(root),
         "_notes": [(str(case.folder), note) for note in loaded.notes],
         "_lost_tumour": None if lost is None else (str(case.mask), lost),
     }

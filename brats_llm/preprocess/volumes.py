@@ -14,9 +14,9 @@ from tqdm.auto import tqdm
 
 from brats_llm import atomic
 from brats_llm.arrowio import EmptyDatasetError, dataset_writer
-from brats_llm.constants import GRADES, IMAGE_SIZE, MODALITIES, N_SLICES
+from brats_llm.constants import GRADES, IMAGE_SIZE, MODALITIES, N_SLICES, NO_GRADE, REGION_LABELS
 from brats_llm.errors import BratsLlmError, InputError
-from brats_llm.ingest.layout import Exclusion, Note, discover
+from brats_llm.ingest.layout import GRADED_LAYOUTS, Exclusion, Note, discover
 from brats_llm.parallel import process_context
 from brats_llm.preprocess.case import CaseFailure, PrepareParams, process_task, worker_init
 
@@ -51,7 +51,12 @@ class CaseFailuresError(BratsLlmError, RuntimeError):
 
 
 def volume_features(slices: int = N_SLICES, size: int = IMAGE_SIZE) -> Features:
-    """Explicit schema of the volumes dataset (uint8 arrays, so nothing is upcast on disk)."""
+    """Explicit schema of the volumes dataset (uint8 arrays, so nothing is upcast on disk).
+
+    ``mask`` is the whole tumour (0/1) and equals ``regions > 0``; ``regions`` holds the sub-regions
+    in the ``REGION_LABELS`` convention (0 background, 1 NCR/NET, 2 oedema, 3 enhancing). Releases
+    without grades have ``grade == NO_GRADE`` ("") and ``label == NO_LABEL`` (-1).
+    """
     return Features(
         {
             "patient_id": Value("string"),
@@ -59,6 +64,7 @@ def volume_features(slices: int = N_SLICES, size: int = IMAGE_SIZE) -> Features:
             "label": ClassLabel(names=list(GRADES)),
             "image": Array4D((len(MODALITIES), slices, size, size), "uint8"),
             "mask": Array3D((slices, size, size), "uint8"),
+            "regions": Array3D((slices, size, size), "uint8"),
             "spacing_mm": List(Value("float32"), length=3),
             "crop_start": Value("int32"),
             "crop_stop": Value("int32"),
@@ -77,7 +83,18 @@ def load_volumes(path: str | os.PathLike) -> Dataset:
     arrays are selected with ``dtype=np.uint8`` and the other columns are returned as Python values.
     """
     dataset = load_from_disk(str(path))
-    return dataset.with_format("numpy", columns=["image", "mask"], dtype=np.uint8, output_all_columns=True)
+    arrays = [c for c in ("image", "mask", "regions") if c in dataset.column_names]
+    return dataset.with_format("numpy", columns=arrays, dtype=np.uint8, output_all_columns=True)
+
+
+def ungraded_patients(dataset: Dataset) -> list[str]:
+    """Patient ids without a grade (``grade == NO_GRADE``, ``label == -1``: BraTS 2021, 2023+, MSD).
+
+    Stages that need grades (stratified split, grade classification) must refuse a dataset where
+    this is not empty.
+    """
+    rows = dataset.select_columns(["patient_id", "grade"])
+    return [pid for pid, grade in zip(rows["patient_id"], rows["grade"]) if grade == NO_GRADE]
 
 
 def prepare(raw_dir: str | os.PathLike, out_dir: str | os.PathLike, params: PrepareParams,
@@ -114,7 +131,9 @@ def prepare(raw_dir: str | os.PathLike, out_dir: str | os.PathLike, params: Prep
     workers = workers or os.cpu_count() or 1
     tasks = [(case, params, inventory.root) for case in inventory.cases]
 
-    description = f"BraTS volumes {features['image'].shape} uint8, modalities {list(MODALITIES)}"
+    graded = "grades LGG/HGG" if inventory.layout in GRADED_LAYOUTS else "no grades (grade '', label -1)"
+    description = (f"BraTS volumes {features['image'].shape} uint8, modalities {list(MODALITIES)}; regions "
+                   f"{dict(REGION_LABELS)}; release {inventory.layout}, {graded}")
     try:
         with dataset_writer(out_dir, features, description, kind="volumes") as writer:
             pool = process_context(PRELOAD).Pool(workers, initializer=worker_init) if workers > 1 and len(tasks) > 1 else None

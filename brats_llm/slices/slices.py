@@ -66,6 +66,7 @@ def slice_features() -> Features:
         "tumour_pixels": Value("int32"),
         "image": Image(),
         "mask": Image(),
+        "regions": Image(),
     })
 
 
@@ -87,13 +88,17 @@ def build_slices(volumes_dir: str | os.PathLike, splits_file: str | os.PathLike,
                  params: SlicesParams, *, progress: bool = True) -> int:
     """Write the slices dataset: one row per (patient, modality, plane, slice), images as PNG.
 
-    Masks are stored as PNG with values 0/1. Rows carry the patient's split and fold so every
+    Masks are stored as PNG with values 0/1, ``regions`` as PNG with the sub-region labels
+    0/1/2/3 (``REGION_LABELS``; ``mask == regions > 0``). Rows carry the patient's split and fold so every
     later split follows the patient split. Random access is an Arrow row read plus a PNG decode.
 
     Returns:
         Number of rows written.
     """
     volumes = load_volumes(volumes_dir)
+    if "regions" not in volumes.column_names:
+        raise InputError(f"{volumes_dir}: volumes dataset has no 'regions' column (made before sub-regions were "
+                         f"kept); rerun prepare")
     assignments = {a.patient_id: a for a in read_splits(splits_file)}
     missing = set(volumes["patient_id"]) - set(assignments)
     if missing:
@@ -104,6 +109,7 @@ def build_slices(volumes_dir: str | os.PathLike, splits_file: str | os.PathLike,
             assignment = assignments[row["patient_id"]]
             for plane in params.planes:
                 masks = plane_slices(row["mask"], plane)
+                regions = plane_slices(row["regions"], plane)
                 indices = slice_range(row["mask"], plane, params.tumour_range_only)
                 for modality in params.modalities:
                     images = plane_slices(row["image"][MODALITIES.index(modality)], plane)
@@ -114,6 +120,7 @@ def build_slices(volumes_dir: str | os.PathLike, splits_file: str | os.PathLike,
                             "split": assignment.split, "fold": assignment.fold, "modality": modality,
                             "plane": plane, "slice_index": k, "has_tumour": pixels > 0, "tumour_pixels": pixels,
                             "image": np.ascontiguousarray(images[k]), "mask": np.ascontiguousarray(masks[k]),
+                            "regions": np.ascontiguousarray(regions[k]),
                         })
         rows = writer.rows
     return rows

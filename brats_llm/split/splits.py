@@ -13,7 +13,7 @@ import numpy as np
 from sklearn.model_selection import StratifiedKFold, train_test_split
 
 from brats_llm import atomic
-from brats_llm.constants import GRADE_TO_LABEL, GRADES
+from brats_llm.constants import GRADE_TO_LABEL, GRADES, NO_GRADE, NO_LABEL
 from brats_llm.errors import InputError
 
 SPLIT_TEST, SPLIT_TRAINVAL = "test", "trainval"
@@ -53,25 +53,33 @@ class Assignment:
 
     @property
     def label(self) -> int:
-        return GRADE_TO_LABEL[self.grade]
+        return NO_LABEL if self.grade == NO_GRADE else GRADE_TO_LABEL[self.grade]
 
 
 def make_splits(patients: dict[str, str], params: SplitParams) -> list[Assignment]:
     """Assign each patient to test or to one of ``params.folds`` validation folds, stratified by grade.
 
+    A release without grades (BraTS 2021, 2023+, MSD: every grade is ``NO_GRADE``) is split the same
+    way without stratification; no grade is invented.
+
     Args:
-        patients: patient id -> grade ("LGG"/"HGG").
+        patients: patient id -> grade ("LGG"/"HGG", or "" for every patient of an ungraded release).
         params: split params.
 
     Returns:
         Assignments sorted by patient id.
 
     Raises:
-        ValueError: an unknown grade, or too few patients of a grade to stratify.
+        InputError: an unknown grade, graded and ungraded patients mixed, or too few patients of a
+            grade to stratify.
     """
-    unknown = {g for g in patients.values() if g not in GRADES}
+    unknown = {g for g in patients.values() if g not in (*GRADES, NO_GRADE)}
     if unknown:
         raise InputError(f"unknown grade(s) {sorted(unknown)}; expected {GRADES}")
+    ungraded = sum(g == NO_GRADE for g in patients.values())
+    if 0 < ungraded < len(patients):
+        raise InputError(f"{ungraded} of {len(patients)} patients have no grade: a cohort is either graded "
+                         "(BraTS 2017-2020) or not (2021, 2023+, MSD); prepare one release at a time")
     ids = np.array(sorted(patients))
     grades = np.array([patients[p] for p in ids])
     try:
@@ -81,16 +89,16 @@ def make_splits(patients: dict[str, str], params: SplitParams) -> list[Assignmen
     except ValueError as error:
         raise InputError(f"cannot stratify a test split of {params.test_fraction} over {dict(Counter(grades.tolist()))}: {error}") from error
     remaining = Counter(patients[p] for p in trainval)
-    short = {g: remaining.get(g, 0) for g in GRADES if remaining.get(g, 0) < params.folds}
+    short = {g or "ungraded": n for g, n in remaining.items() if n < params.folds}
     if short:
-        raise ValueError(
+        raise InputError(
             f"too few patients for {params.folds} stratified folds after the test split: {short} "
             f"(each grade needs at least {params.folds} outside the test set)"
         )
     assignments = [Assignment(p, patients[p], SPLIT_TEST, -1) for p in test]
     trainval = np.sort(trainval)
     trainval_grades = np.array([patients[p] for p in trainval])
-    folds = StratifiedKFold(n_splits=params.folds, shuffle=True, random_state=params.seed)
+    folds = StratifiedKFold(n_splits=params.folds, shuffle=True, random_state=params.seed)  # one class: plain K-fold
     for fold, (_, val_index) in enumerate(folds.split(trainval, trainval_grades)):
         assignments += [Assignment(p, patients[p], SPLIT_TRAINVAL, fold) for p in trainval[val_index]]
     return sorted(assignments, key=lambda a: a.patient_id)
@@ -147,7 +155,7 @@ def read_splits(path: str | os.PathLike) -> list[Assignment]:
             raise InputError(f"{path}: expected columns {SPLIT_COLUMNS}, got {reader.fieldnames}")
         rows = []
         for line, row in enumerate(reader, start=2):
-            if row["grade"] not in GRADES or row["split"] not in (SPLIT_TEST, SPLIT_TRAINVAL):
+            if row["grade"] not in (*GRADES, NO_GRADE) or row["split"] not in (SPLIT_TEST, SPLIT_TRAINVAL):
                 raise InputError(f"{path}:{line}: bad grade or split in {row}")
             rows.append(Assignment(row["patient_id"], row["grade"], row["split"], int(row["fold"])))
     return rows
@@ -158,7 +166,8 @@ def split_summary(assignments: list[Assignment]) -> dict[str, dict[str, int]]:
     summary: dict[str, dict[str, int]] = {}
     for a in assignments:
         key = SPLIT_TEST if a.split == SPLIT_TEST else f"fold{a.fold}"
-        summary.setdefault(key, {g: 0 for g in GRADES})[a.grade] += 1
+        counts = summary.setdefault(key, {g: 0 for g in GRADES} if a.grade != NO_GRADE else {"ungraded": 0})
+        counts[a.grade or "ungraded"] += 1
     return dict(sorted(summary.items()))
 
 

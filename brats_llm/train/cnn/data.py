@@ -14,14 +14,20 @@ import yaml
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
+from brats_llm.constants import GRADES, NO_GRADE
 from brats_llm.errors import InputError
+from brats_llm.metrics.segmentation import REGION_NAMES, region_masks
 from brats_llm.preprocess.volumes import load_volumes
 from brats_llm.split.splits import fold_members, read_splits
 
 
 @dataclass
 class VolumeTensors:
-    """Stacked uint8 images (N, C, D, H, W), masks (N, D, H, W), labels, ids and voxel spacing."""
+    """Stacked uint8 images (N, C, D, H, W), masks, labels, ids and voxel spacing.
+
+    ``masks`` is (N, D, H, W) for the whole-tumour target (``wt``) and (N, 3, D, H, W) for ``regions``
+    (channels WT, TC, ET of :data:`~brats_llm.metrics.segmentation.REGION_NAMES`).
+    """
 
     patient_ids: list[str]
     images: torch.Tensor
@@ -52,24 +58,44 @@ class VolumeTensors:
 
 
 def downsample(image: np.ndarray, mask: np.ndarray, factor: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Average-pool a (C, D, H, W) uint8 image and its mask by ``factor`` (mask: share >= 0.5)."""
+    """Average-pool a (C, D, H, W) uint8 image and its mask by ``factor`` (mask: share >= 0.5).
+
+    The mask is (D, H, W) or (regions, D, H, W), pooled per region (nested regions stay nested).
+    """
     image_t = torch.from_numpy(np.ascontiguousarray(image))
     mask_t = torch.from_numpy(np.ascontiguousarray(mask))
     if factor == 1:
         return image_t, mask_t
     pooled = F.avg_pool3d(image_t[None].float(), factor)[0]
-    pooled_mask = F.avg_pool3d(mask_t[None, None].float(), factor)[0, 0] >= 0.5
+    stacked = mask_t[None, None] if mask_t.ndim == 3 else mask_t[None]
+    pooled_mask = F.avg_pool3d(stacked.float(), factor)[0] >= 0.5
+    pooled_mask = pooled_mask[0] if mask_t.ndim == 3 else pooled_mask
     return pooled.round().to(torch.uint8), pooled_mask.to(torch.uint8)
 
 
+#: Segmentation targets (``train_seg.target``): the paper's whole tumour, or the three BraTS regions.
+TARGETS = ("wt", "regions")
+
+
 def load_split(volumes_dir: str | os.PathLike, patient_ids: list[str], factor: int = 1,
-               progress: bool = True) -> VolumeTensors:
+               progress: bool = True, target: str = "wt") -> VolumeTensors:
     """Load the rows of ``patient_ids`` (in that order) into memory.
 
+    ``target`` ``regions`` stacks WT, TC, ET masks from the dataset's ``regions`` column (constants.REGIONS).
+
     Raises:
-        KeyError: a patient of the split is missing from the volumes dataset.
+        InputError: a patient of the split is missing from the volumes dataset, or ``regions`` is asked
+            of a dataset without that column.
     """
+    if target not in TARGETS:
+        raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
     dataset = load_volumes(volumes_dir)
+    if target == "regions":
+        if "regions" not in dataset.column_names:
+            raise InputError(f"{volumes_dir}: the volumes dataset has no 'regions' column (target 'regions' "
+                             "needs a dataset built by a prepare that stores them; rerun prepare)")
+        dataset = dataset.with_format("numpy", columns=["image", "mask", "regions"], dtype=np.uint8,
+                                      output_all_columns=True)
     rows = {pid: i for i, pid in enumerate(dataset["patient_id"])}
     missing = [pid for pid in patient_ids if pid not in rows]
     if missing:
@@ -77,7 +103,8 @@ def load_split(volumes_dir: str | os.PathLike, patient_ids: list[str], factor: i
     images, masks, labels, spacing = [], [], [], []
     for pid in tqdm(patient_ids, desc="load volumes", unit="patient", disable=not progress, leave=False):
         row = dataset[rows[pid]]
-        image, mask = downsample(row["image"], row["mask"], factor)
+        truth = row["mask"] if target == "wt" else region_masks(row["regions"], REGION_NAMES).view(np.uint8)
+        image, mask = downsample(row["image"], truth, factor)
         images.append(image)
         masks.append(mask)
         labels.append(int(row["label"]))
@@ -89,6 +116,31 @@ def load_split(volumes_dir: str | os.PathLike, patient_ids: list[str], factor: i
         labels=torch.tensor(labels, dtype=torch.long),
         spacing_mm=np.asarray(spacing, dtype=float).reshape(-1, 3),
     )
+
+
+def require_grades(volumes_dir: str | os.PathLike) -> None:
+    """Refuse a cohort without LGG/HGG grades for the classifier (BraTS 2021, 2023+ and MSD have none).
+
+    Raises:
+        InputError: some patients have no grade (``NO_GRADE``) or an unknown one.
+    """
+    dataset = load_from_disk_light(volumes_dir)
+    grades = dataset["grade"] if "grade" in dataset.column_names else []
+    ungraded = sum(g == NO_GRADE for g in grades)
+    if not grades or ungraded:
+        raise InputError(f"{volumes_dir}: {ungraded or 'all'} of {len(grades)} patients have no LGG/HGG grade (this "
+                         "release publishes none, and none is invented): the classifier cannot be trained on it; "
+                         "segmentation, geometry and the LLM segmentation tasks can (dvc repro train_seg ...)")
+    missing = sorted({str(g) for g in grades if g not in GRADES})
+    if missing:
+        raise InputError(f"{volumes_dir}: grades {missing} are not LGG/HGG; this release cannot train the classifier")
+
+
+def load_from_disk_light(volumes_dir: str | os.PathLike):
+    """The volumes dataset with its default (lazy) format, for reading small columns."""
+    from datasets import load_from_disk
+
+    return load_from_disk(str(volumes_dir))
 
 
 def fold_patients(splits_file: str | os.PathLike, fold: int) -> dict[str, list[str]]:

@@ -22,8 +22,8 @@ from brats_llm.errors import InputError
 from brats_llm.metrics.classification import roc_auc
 from brats_llm.metrics.segmentation import dice
 from brats_llm.split.splits import oversample_indices, read_splits
-from brats_llm.train.cnn.data import VolumeTensors, dataset_version, fold_patients, load_split
-from brats_llm.train.cnn.models import build_model, soft_dice_loss
+from brats_llm.train.cnn.data import TARGETS, VolumeTensors, dataset_version, fold_patients, load_split, require_grades
+from brats_llm.train.cnn.models import ARCHITECTURES, build_model, soft_dice_loss
 
 log = logging.getLogger(__name__)
 TASKS = ("cls", "seg")
@@ -69,6 +69,33 @@ class CnnTrainParams:
             raise ValueError(f"optimizer must be 'adamw' or 'adam', got {self.optimizer!r}")
         if min(self.epochs, self.batch_size, self.downsample, self.checkpoint_every, self.threads) < 1 or self.lr <= 0:
             raise ValueError("epochs, batch_size, downsample, checkpoint_every, threads and lr must be positive")
+
+
+@dataclass(frozen=True)
+class SegTrainParams(CnnTrainParams):
+    """``train_seg`` section: :class:`CnnTrainParams` plus the segmenter's target and architecture.
+
+    Attributes:
+        target: ``wt`` (the paper's whole tumour, one sigmoid output) or ``regions`` (three sigmoid
+            outputs WT, TC, ET from the dataset's ``regions`` column, as BraTS models do).
+        architecture: ``paper`` (the paper's 3D CNN), ``segresnet`` or ``unet`` (MONAI; same loop and metrics).
+        width: SegResNet / UNet filters at the first level (demo 8; brats_llm/presets/paper.yaml 16).
+        levels: SegResNet / UNet resolution levels (demo 3; paper preset 4). Both ignored by ``paper``.
+    """
+
+    target: str = "wt"
+    architecture: str = "paper"
+    width: int = 8
+    levels: int = 3
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.target not in TARGETS:
+            raise ValueError(f"target must be one of {TARGETS}, got {self.target!r}")
+        if self.architecture not in ARCHITECTURES:
+            raise ValueError(f"architecture must be one of {ARCHITECTURES}, got {self.architecture!r}")
+        if self.width < 1 or self.levels < 2:
+            raise ValueError("width must be positive and levels at least 2")
 
 
 class Distributed:
@@ -131,6 +158,15 @@ def augment_batch(images: torch.Tensor, masks: torch.Tensor, rng: np.random.Gene
     return images, masks
 
 
+def model_options(task: str, params: dict[str, Any]) -> dict[str, Any]:
+    """``build_model`` keywords from a checkpoint's (or CnnTrainParams') params; old checkpoints = paper, wt."""
+    if task != "seg":
+        return {}
+    return {"architecture": params.get("architecture", "paper"),
+            "out_channels": 3 if params.get("target", "wt") == "regions" else 1,
+            "width": params.get("width", 8), "levels": params.get("levels", 3)}
+
+
 def _loss(task: str, logits: torch.Tensor, masks: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     if task == "cls":
         return nn.functional.binary_cross_entropy_with_logits(logits, labels)
@@ -159,6 +195,8 @@ def validation_score(task: str, model: nn.Module, data: VolumeTensors, device: t
         auc = roc_auc(y, prob)
         return loss, (auc if np.isfinite(auc) else float(np.mean((prob >= 0.5) == y)))
     masks = data.masks.numpy().astype(bool)
+    if masks.ndim == 5:  # regions: one Dice per patient and region
+        prob, masks = prob.reshape(-1, *prob.shape[2:]), masks.reshape(-1, *masks.shape[2:])
     dices = [dice(p >= 0.5, m) for p, m in zip(prob, masks)]
     soft = [1 - (2 * (p * m).sum() + 1) / (p.sum() + m.sum() + 1) for p, m in zip(prob, masks)]
     return float(np.mean(soft)), float(np.mean(dices))
@@ -176,9 +214,10 @@ def train_fold(task: str, volumes_dir: Path, splits_file: Path, fold: int, out_d
     dist = Distributed()
     configure(params.threads, params.seed + fold)
     members = fold_patients(splits_file, fold)
-    train = load_split(volumes_dir, members["train"], params.downsample, progress)
-    val = load_split(volumes_dir, members["validation"], params.downsample, progress)
-    model = build_model(task, train.in_shape).to(dist.device)
+    target = getattr(params, "target", "wt") if task == "seg" else "wt"
+    train = load_split(volumes_dir, members["train"], params.downsample, progress, target)
+    val = load_split(volumes_dir, members["validation"], params.downsample, progress, target)
+    model = build_model(task, train.in_shape, **model_options(task, dataclasses.asdict(params))).to(dist.device)
     net = dist.wrap(model)
     optimizer_cls = torch.optim.AdamW if params.optimizer == "adamw" else torch.optim.Adam
     optimizer = optimizer_cls(model.parameters(), lr=params.lr, weight_decay=params.weight_decay)
@@ -265,6 +304,8 @@ def train_cnn(task: str, volumes_dir: str | os.PathLike, splits_file: str | os.P
     if task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}, got {task!r}")
     out_dir, volumes_dir, splits_file = Path(out_dir), Path(volumes_dir), Path(splits_file)
+    if task == "cls":
+        require_grades(volumes_dir)  # hook: releases without grades cannot train the classifier
     folds = sorted({a.fold for a in read_splits(splits_file) if a.fold >= 0})
     chosen = folds if params.fold == "all" else [params.fold]
     unknown = set(chosen) - set(folds)

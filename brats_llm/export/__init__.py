@@ -1,0 +1,1 @@
+"""Exports of the project's patients and folds to other tools' formats (nnU-Net v2)."""
