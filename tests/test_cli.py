@@ -88,3 +88,51 @@ def test_llm_commands_end_to_end(published, tmp_path):
     result = runner.invoke(main, ["llm-finetune", "--task", "cls", "--model", str(model), "--backend", "unsloth",
                                   str(published), str(tmp_path / "adapter")])
     assert result.exit_code == 1 and "CUDA" in result.output
+
+
+def _split_fixture(tmp_path):
+    params = tmp_path / "params.yaml"
+    params.write_text("split: {test_fraction: 0.3, folds: 2, seed: 1}\n")
+    volumes = tmp_path / "volumes"
+    volumes.mkdir()
+    return params, volumes
+
+
+def test_a_bug_shows_its_traceback_not_one_line(tmp_path, monkeypatch):
+    """KeyError/ValueError/RuntimeError from a bug were turned into one line; now only our own errors are."""
+    import brats_llm.split.splits as splits
+
+    def buggy(*args, **kwargs):
+        return {}["missing key"]  # a KeyError from a bug, not from bad input
+
+    monkeypatch.setattr(splits, "split_volumes", buggy)
+    params, volumes = _split_fixture(tmp_path)
+    result = CliRunner().invoke(main, ["split", str(volumes), str(tmp_path / "s.csv"), "--params", str(params)])
+    assert result.exit_code == 1
+    assert isinstance(result.exception, KeyError)  # unhandled: Click prints the traceback
+
+
+def test_own_errors_are_one_line_and_traceback_with_verbose(tmp_path, monkeypatch):
+    import brats_llm.split.splits as splits
+    from brats_llm.errors import InputError
+
+    def bad_input(volumes_dir, *args, **kwargs):
+        raise InputError(f"{volumes_dir}: not a volumes dataset")
+
+    monkeypatch.setattr(splits, "split_volumes", bad_input)
+    params, volumes = _split_fixture(tmp_path)
+    args = ["split", str(volumes), str(tmp_path / "s.csv"), "--params", str(params)]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit)
+    assert f"Error: {volumes}: not a volumes dataset" in result.output and "Traceback" not in result.output
+    result = CliRunner().invoke(main, ["-v", *args])
+    assert result.exit_code == 1 and isinstance(result.exception, InputError)
+
+
+def test_report_without_evaluation_outputs_fails(tmp_path):
+    empty = tmp_path / "modles"  # a mistyped or empty models folder
+    empty.mkdir()
+    result = CliRunner().invoke(main, ["report", str(empty), str(tmp_path / "report")])
+    assert result.exit_code == 1
+    assert "no evaluation output" in result.output and "evaluate_cls/provenance.json" in result.output
+    assert not (tmp_path / "report").exists()

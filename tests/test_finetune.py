@@ -2,9 +2,13 @@
 
 import json
 import re
+import sys
+import types
 
 import pytest
 import torch
+
+import brats_llm.train.llm.finetune as finetune_module
 
 from brats_llm.llm.infer import generate, prompt_texts
 from brats_llm.llm.model import ADAPTER_RECORD, load_model
@@ -35,6 +39,11 @@ def test_collator_keeps_only_the_answer_in_the_labels(published, tiny_model):
         assert image_id in batch["input_ids"][i]
     assert not (batch["labels"] == image_id).any()
     assert (batch["labels"][batch["attention_mask"] == 0] == IGNORE_INDEX).all()
+    for i, row in enumerate(rows):  # one BOS at 0, one image, the inference prompt as prefix, all of it masked
+        ids = batch["input_ids"][i][batch["attention_mask"][i] == 1].tolist()
+        prompt = tokenizer(prompt_texts(processor, [row["messages"]])[0], add_special_tokens=False)["input_ids"]
+        assert ids.count(128000) == 1 and ids[0] == 128000 and ids.count(image_id) == 1
+        assert ids[:len(prompt)] == prompt and (batch["labels"][i][:len(prompt)] == IGNORE_INDEX).all()
 
 
 def test_lora_targets_language_only_unless_asked(tiny_model):
@@ -86,6 +95,105 @@ def test_unsloth_backend_says_why_it_cannot_run(published, tiny_model, tmp_path)
     with pytest.raises(BackendUnavailable, match="CUDA"):
         finetune("cls", published, tmp_path / "a", str(tiny_model), small(backend="unsloth"))
     assert not (tmp_path / "a").exists()
+
+
+def test_4bit_training_without_cuda_is_a_clear_error(published, tiny_model, tmp_path):
+    from brats_llm.errors import BratsLlmError
+
+    with pytest.raises(BratsLlmError, match="load_in_4bit needs a CUDA GPU"):
+        finetune("cls", published, tmp_path / "a", str(tiny_model), small(load_in_4bit=True))
+    assert not (tmp_path / "a").exists()
+
+
+class _Stop(Exception):
+    pass
+
+
+def _fake_unsloth(monkeypatch, calls: dict) -> None:
+    """A stand-in ``unsloth`` (the real one needs CUDA): FastVisionModel loads the model with our loader.
+
+    Its ``UnslothVisionDataCollator`` behaves as unsloth_zoo 2026.10.9 does on ``messages`` rows:
+    labels are the input ids with padding and image tokens masked, the prompt is not.
+    """
+    class FastVisionModel:
+        @staticmethod
+        def from_pretrained(model_id, load_in_4bit=False, use_gradient_checkpointing=False, **kwargs):
+            calls["from_pretrained"] = {"model_id": model_id, "load_in_4bit": load_in_4bit}
+            return load_model(model_id, for_training=True)
+
+        @staticmethod
+        def get_peft_model(model, **kwargs):
+            calls["get_peft_model"] = kwargs
+            return model
+
+        @staticmethod
+        def for_training(model):
+            calls["for_training"] = True
+            return model
+
+    class UnslothVisionDataCollator:
+        def __init__(self, model, processor, **kwargs):
+            self.processor = processor
+
+        def __call__(self, rows):
+            texts, images = [], []
+            for row in rows:
+                messages = [{"role": m["role"], "content": [{k: v for k, v in part.items() if k != "image"}
+                                                            for part in m["content"]]} for m in row["messages"]]
+                texts.append(self.processor.apply_chat_template(messages))
+                images.append([p["image"].convert("RGB") for m in row["messages"] for p in m["content"] if p["type"] == "image"])
+            self.processor.tokenizer.padding_side = "right"
+            batch = self.processor(images=images, text=texts, padding=True, return_tensors="pt", add_special_tokens=False)
+            labels = batch["input_ids"].clone()
+            labels[batch["attention_mask"] == 0] = IGNORE_INDEX
+            labels[labels == 128256] = IGNORE_INDEX
+            batch["labels"] = labels
+            return batch
+
+    unsloth = types.ModuleType("unsloth")
+    unsloth.FastVisionModel = FastVisionModel
+    trainer = types.ModuleType("unsloth.trainer")
+    trainer.UnslothVisionDataCollator = UnslothVisionDataCollator
+    unsloth.trainer = trainer
+    monkeypatch.setitem(sys.modules, "unsloth", unsloth)
+    monkeypatch.setitem(sys.modules, "unsloth.trainer", trainer)
+
+
+def _trainer_arguments(monkeypatch, task, published, tiny_model, tmp_path, backend) -> dict:
+    """What ``backend`` hands to SFTTrainer (captured; training is not run)."""
+    seen: dict = {}
+
+    def fake_trainer(**kwargs):
+        seen.update(kwargs)
+        raise _Stop
+
+    monkeypatch.setattr("trl.SFTTrainer", fake_trainer)
+    monkeypatch.setattr(finetune_module, "sft_config", lambda *args, **kwargs: None)
+    with pytest.raises(_Stop):
+        finetune(task, published, tmp_path / backend, str(tiny_model), small(backend=backend))
+    return seen
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_unsloth_backend_masks_exactly_like_hf(published, tiny_model, tmp_path, monkeypatch, task):
+    calls: dict = {}
+    _fake_unsloth(monkeypatch, calls)
+    hf = _trainer_arguments(monkeypatch, task, published, tiny_model, tmp_path, "hf")
+    monkeypatch.setattr(finetune_module, "device", lambda: "cuda")  # Unsloth's path is CUDA-only
+    unsloth = _trainer_arguments(monkeypatch, task, published, tiny_model, tmp_path, "unsloth")
+    assert calls["from_pretrained"] == {"model_id": str(tiny_model), "load_in_4bit": False} and calls["for_training"]
+    n = 3
+    hf_batch = hf["data_collator"]([hf["train_dataset"][i] for i in range(n)])
+    unsloth_batch = unsloth["data_collator"]([unsloth["train_dataset"][i] for i in range(n)])
+    assert torch.equal(unsloth_batch["input_ids"], hf_batch["input_ids"])
+    assert torch.equal(unsloth_batch["labels"], hf_batch["labels"])
+    for name in ("pixel_values", "aspect_ratio_ids", "aspect_ratio_mask", "cross_attention_mask"):
+        assert torch.equal(unsloth_batch[name], hf_batch[name]), name
+    labels = hf_batch["labels"]
+    assert ((labels != IGNORE_INDEX).sum(dim=1) > 0).all()
+    assert (labels[:, :5] == IGNORE_INDEX).all()  # the prompt (BOS, header, image ...) carries no loss
+    if unsloth["eval_dataset"] is not None:
+        assert len(unsloth["eval_dataset"]) == len(hf["eval_dataset"])
 
 
 def test_params_and_curves():

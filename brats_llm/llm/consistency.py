@@ -6,7 +6,6 @@ import json
 import os
 from collections import Counter
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 from tqdm.auto import tqdm
@@ -15,7 +14,7 @@ from brats_llm import atomic
 from brats_llm.conversations.parse import parse_answer
 from brats_llm.conversations.prompts import CLASS_ANSWERS, PROMPT_VERSION
 from brats_llm.llm.infer import generate, prompt_texts
-from brats_llm.llm.model import is_smoke_model, load_model
+from brats_llm.llm.model import is_smoke_model, load_model, read_revision
 
 
 @dataclass(frozen=True)
@@ -75,6 +74,7 @@ def consistency(revision_file: str | os.PathLike, out_dir: str | os.PathLike, mo
     from brats_llm.evaluate.figures import bars_figure, write_png
     from brats_llm.publish.hub import load_published
 
+    revision = read_revision(revision_file)
     rows = load_published(revision_file, "conversations-cls")[params.split]
     meta = list(rows.select_columns(["patient_id", "grade", "plane", "slice_index"]))
     chosen = pick_slices(meta)
@@ -107,8 +107,8 @@ def consistency(revision_file: str | os.PathLike, out_dir: str | os.PathLike, mo
                                          for k, v in metrics[variant].items()}, f"{params.repeats} answers ({variant})")
     record = {"model": model_id, "smoke_model": is_smoke_model(model_id), "adapters": {k: str(v) if v else None for k, v in adapters.items()},
               "decoding": decoding, "prompt_version": PROMPT_VERSION, "params": asdict(params),
-              "dataset_revision": json.loads(Path(revision_file).read_text())["revision"]}
-    with atomic.atomic_dir(out_dir) as staging:
+              "dataset_revision": revision["revision"]}
+    with atomic.atomic_dir(out_dir, kind="consistency") as staging:
         atomic.write_text(staging / "answers.jsonl", "".join(json.dumps(a, sort_keys=True) + "\n" for a in answers))
         atomic.write_json(staging / "metrics.json", metrics)
         atomic.write_json(staging / "provenance.json", record)

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
 import json
 import logging
 import os
+import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,7 +19,8 @@ from tqdm.auto import tqdm
 from brats_llm import atomic
 from brats_llm.conversations.parse import parse_answer
 from brats_llm.conversations.prompts import CLASS_ANSWERS, PROMPT_VERSION, TASKS
-from brats_llm.llm.model import adapter_record, is_smoke_model, load_model
+from brats_llm.errors import InputError, OutputError
+from brats_llm.llm.model import adapter_record, check_adapter, is_smoke_model, load_model, read_revision
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +28,10 @@ log = logging.getLogger(__name__)
 #: P(label | image, prompt, prefix) of the two grade labels, renormalised over LGG-0 and HGG-1.
 LABEL_PREFIX = '{"label": "'
 PREDICTIONS_FILE, RUN_FILE = "predictions.jsonl", "run.json"
+#: Progress of an unfinished run, beside OUT_DIR (DVC deletes OUT_DIR itself before rerunning a stage).
+RESUME_KEY, RESUME_BATCHES = "key.json", "batches.jsonl"
+#: Files above this size are fingerprinted by size + mtime instead of their bytes.
+LARGE_FILE = 256 << 20
 
 
 def _default_tokens() -> dict[str, int]:
@@ -42,6 +51,7 @@ class InferParams:
         seed: sampling seed, set before every batch.
         split: conversation split to run on.
         max_rows: 0 = every row; N = the first N rows (quick checks).
+        load_in_4bit: 4-bit NF4 base weights (bitsandbytes, CUDA only; an error elsewhere).
     """
 
     model: str = "models/tiny-mllama"
@@ -53,13 +63,14 @@ class InferParams:
     seed: int = 2020
     split: str = "test"
     max_rows: int = 0
+    load_in_4bit: bool = False
 
     def __post_init__(self) -> None:
         missing = set(TASKS) - set(self.max_new_tokens)
         if missing:
-            raise ValueError(f"max_new_tokens needs a value for every task; missing {sorted(missing)}")
+            raise InputError(f"max_new_tokens needs a value for every task; missing {sorted(missing)}")
         if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+            raise InputError(f"batch_size must be >= 1, got {self.batch_size}")
 
 
 def user_messages(messages: list[dict]) -> list[dict]:
@@ -74,7 +85,31 @@ def user_messages(messages: list[dict]) -> list[dict]:
 
 
 def prompt_texts(processor, rows_messages: list[list[dict]]) -> list[str]:
+    """Chat-templated prompts (they start with ``<|begin_of_text|>``), ending with the assistant header."""
     return [processor.apply_chat_template(user_messages(m), add_generation_prompt=True) for m in rows_messages]
+
+
+def encode(processor, images: list, texts: list[str], *, padding_side: str):
+    """Tokenise chat-templated ``texts`` with their images, as every path does (inference, scoring, training).
+
+    ``images`` holds one PIL image per text, or one list of images per text.
+
+    The chat template already writes ``<|begin_of_text|>``; the Llama 3 tokenizer's post-processor
+    would add a second one, so special tokens are never added here: one BOS, at position 0.
+    """
+    processor.tokenizer.padding_side = padding_side
+    nested = [image if isinstance(image, list) else [image] for image in images]
+    return processor(images=nested, text=texts, padding=True, return_tensors="pt", add_special_tokens=False)
+
+
+def prompt_ids(processor, prompt: str) -> list[int]:
+    """Token ids of one chat-templated prompt, exactly as :func:`encode` tokenises it (no padding)."""
+    return processor.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+
+
+def generation_inputs(processor, images: list, prompts: list[str]):
+    """The exact ``generate`` input of one batch: left-padded, one BOS, one ``<|image|>`` per prompt."""
+    return encode(processor, images, prompts, padding_side="left")
 
 
 def generate(model, processor, images: list, prompts: list[str], *, max_new_tokens: int, do_sample: bool = False,
@@ -82,9 +117,7 @@ def generate(model, processor, images: list, prompts: list[str], *, max_new_toke
     """Decode answers for one batch (one image per prompt); greedy unless ``do_sample``."""
     import torch
 
-    processor.tokenizer.padding_side = "left"
-    inputs = processor(images=[[image] for image in images], text=prompts, padding=True, return_tensors="pt")
-    inputs = inputs.to(model.device)
+    inputs = generation_inputs(processor, images, prompts).to(model.device)
     options: dict[str, Any] = {"max_new_tokens": max_new_tokens, "do_sample": do_sample,
                                "pad_token_id": processor.tokenizer.pad_token_id}
     if do_sample:
@@ -116,17 +149,18 @@ def label_probabilities(model, processor, images: list, prompts: list[str]) -> n
         for label in labels:
             texts.append(prompt + LABEL_PREFIX + label)
             starts.append(common)
-    tokenizer.padding_side = "right"
-    inputs = processor(images=[[image] for image in images for _ in labels], text=texts, padding=True,
-                       return_tensors="pt", add_special_tokens=False).to(model.device)
+    inputs = encode(processor, [image for image in images for _ in labels], texts, padding_side="right").to(model.device)
+    # Logits only from the position before the earliest scored token (the 128k-token vocabulary makes
+    # full-sequence logits the dominant cost): positions first..L-1 predict tokens first+1..L.
+    length, first = inputs["input_ids"].shape[1], min(starts) - 1
     with torch.inference_mode():
-        logits = model(**inputs).logits.float()
+        logits = model(**inputs, logits_to_keep=length - first).logits.float()
     log_probs = torch.log_softmax(logits[:, :-1], dim=-1)
-    ids = inputs["input_ids"][:, 1:].clamp(max=logits.shape[-1] - 1)  # <|image|> lies past the vocabulary
+    ids = inputs["input_ids"][:, first + 1:].clamp(max=logits.shape[-1] - 1)  # <|image|> lies past the vocabulary
     token_lp = log_probs.gather(-1, ids.unsqueeze(-1)).squeeze(-1)
-    positions = torch.arange(ids.shape[1], device=ids.device).unsqueeze(0)
-    start = torch.tensor(starts, device=ids.device).unsqueeze(1) - 1
-    keep = (positions >= start) & (inputs["attention_mask"][:, 1:] == 1)
+    positions = torch.arange(first + 1, length, device=ids.device).unsqueeze(0)
+    start = torch.tensor(starts, device=ids.device).unsqueeze(1)
+    keep = (positions >= start) & (inputs["attention_mask"][:, first + 1:] == 1)
     scores = (token_lp * keep).sum(dim=1).view(len(prompts), len(labels))
     return torch.softmax(scores, dim=1)[:, 1].cpu().numpy().astype(float)
 
@@ -137,9 +171,89 @@ def _load_rows(revision_file: str | os.PathLike, task: str, split: str, max_rows
     config = f"conversations-{task}"
     splits = load_published(revision_file, config)
     if split not in splits:
-        raise KeyError(f"{revision_file}: config {config} has no split {split!r} (has {sorted(splits)})")
+        raise InputError(f"{revision_file}: config {config} has no split {split!r} (has {sorted(splits)})")
     rows = splits[split]
     return rows.select(range(min(max_rows, len(rows)))) if max_rows else rows
+
+
+def resume_dir(out_dir: str | os.PathLike) -> Path:
+    """Hidden sibling of ``out_dir`` holding an unfinished run's batches (``.<name>.resume``)."""
+    out_dir = Path(os.path.abspath(out_dir))
+    return out_dir.with_name(f".{out_dir.name}.resume")
+
+
+def _fingerprint(path: str | os.PathLike | None) -> str | None:
+    """sha256 over a local file or folder's files (names + bytes); None for no path; a Hub id as given."""
+    if path is None:
+        return None
+    path = Path(path)
+    if not path.exists():
+        return str(path)
+    digest = hashlib.sha256()
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    for file in files:
+        digest.update(str(file.relative_to(path) if file != path else file.name).encode() + b"\0")
+        stat = file.stat()
+        if stat.st_size > LARGE_FILE:  # real weights (GBs): size and mtime, not a full read on every run
+            digest.update(f"{stat.st_size}:{stat.st_mtime_ns}".encode())
+            continue
+        with open(file, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def run_key(task: str, revision_file: str | os.PathLike, params: InferParams,
+            adapter: str | os.PathLike | None) -> dict[str, Any]:
+    """What a run's answers depend on: resumed batches are reused only when every field is equal."""
+    return {"task": task, "revision_file": _fingerprint(revision_file), "model": params.model,
+            "model_files": _fingerprint(params.model), "adapter": str(adapter) if adapter else None,
+            "adapter_files": _fingerprint(adapter), "params": asdict(params), "prompt_version": PROMPT_VERSION}
+
+
+@contextlib.contextmanager
+def _progress(folder: Path, key: dict[str, Any]):
+    """Open ``folder``'s batch log for appending, locked; yield (finished batches by start row, handle).
+
+    A folder written for another key is emptied first (logged); a torn last line (a kill while
+    appending) is dropped.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = os.open(folder / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise OutputError(f"{folder} is in use by another llm-infer run on the same output") from None
+        key_file, log_file = folder / RESUME_KEY, folder / RESUME_BATCHES
+        saved = json.loads(key_file.read_text()) if key_file.is_file() else None
+        done: dict[int, list[dict[str, Any]]] = {}
+        if saved == key and log_file.is_file():
+            good = 0
+            with open(log_file, "rb") as handle:
+                for line in handle:
+                    try:
+                        entry = json.loads(line)
+                    except ValueError:
+                        break
+                    if not line.endswith(b"\n"):
+                        break
+                    done[entry["start"]] = entry["records"]
+                    good += len(line)
+            with open(log_file, "r+b") as handle:
+                handle.truncate(good)
+            log.info("resuming from %s: %d finished batches", folder, len(done))
+        else:
+            if saved is not None:
+                log.info("progress in %s was for other inputs (revision, task, model, adapter or params); "
+                         "starting fresh", folder)
+            with contextlib.suppress(FileNotFoundError):
+                log_file.unlink()
+            atomic.write_json(key_file, key)
+        with open(log_file, "a", encoding="utf-8") as handle:
+            yield done, handle
+    finally:
+        os.close(lock)
 
 
 def infer(task: str, revision_file: str | os.PathLike, out_dir: str | os.PathLike, params: InferParams, *,
@@ -149,47 +263,73 @@ def infer(task: str, revision_file: str | os.PathLike, out_dir: str | os.PathLik
     Every slice gets a row: raw response, parse status (ok / format_error / invalid_value),
     parsed prediction; classification rows also get ``p_hgg`` from the label probabilities.
 
+    Finished batches are appended to ``.<name>.resume/`` beside ``out_dir`` as they complete; a
+    rerun with the same inputs and params (:func:`run_key`) generates only the missing batches, and
+    its output is byte-identical to an uninterrupted run. ``out_dir`` appears at the end, whole;
+    then the progress folder is removed.
+
     Returns:
         The run record (counts per parse status, model, adapter, dataset revision).
     """
     if task not in TASKS:
-        raise ValueError(f"unknown task {task!r}; tasks are {TASKS}")
+        raise InputError(f"unknown task {task!r}; tasks are {TASKS}")
+    revision = read_revision(revision_file)
+    if adapter:
+        check_adapter(adapter)
     rows = _load_rows(revision_file, task, params.split, params.max_rows)
-    model, processor = load_model(params.model, adapter)
+    folder = resume_dir(out_dir)
     records: list[dict[str, Any]] = []
     meta = rows.remove_columns(["images", "messages"])
     batches = range(0, len(rows), params.batch_size)
-    for start in tqdm(batches, desc=f"llm-infer {task}", unit="batch", disable=not progress):
-        batch = rows[start:start + params.batch_size]
-        images = [row_images[0].convert("RGB") for row_images in batch["images"]]
-        prompts = prompt_texts(processor, batch["messages"])
-        answers = generate(model, processor, images, prompts, max_new_tokens=params.max_new_tokens[task],
-                           do_sample=params.do_sample, temperature=params.temperature, top_p=params.top_p,
-                           seed=params.seed + start)
-        p_hgg = label_probabilities(model, processor, images, prompts) if task == "cls" else [None] * len(answers)
-        for offset, (answer, probability) in enumerate(zip(answers, p_hgg)):
-            row = meta[start + offset]
-            parsed = parse_answer(task, answer)
-            record = {"index": start + offset, "patient_id": row["patient_id"], "grade": row["grade"],
-                      "plane": row["plane"], "slice_index": row["slice_index"], "target": json.loads(row["target"]),
-                      "response": answer, "status": parsed.status, "prediction": parsed.value,
-                      "detail": parsed.detail}
-            if task == "cls":
-                record["p_hgg"] = round(float(probability), 6)
-            records.append(record)
+    model = processor = None
+    with _progress(folder, run_key(task, revision_file, params, adapter)) as (done, log_handle):
+        for start in tqdm(batches, desc=f"llm-infer {task}", unit="batch", disable=not progress):
+            if start in done:
+                records += done[start]
+                continue
+            if model is None:
+                model, processor = load_model(params.model, adapter, load_in_4bit=params.load_in_4bit)
+            batch_records = _answer_batch(task, model, processor, rows, meta, start, params)
+            log_handle.write(json.dumps({"start": start, "records": batch_records}, sort_keys=True) + "\n")
+            log_handle.flush()
+            os.fsync(log_handle.fileno())
+            records += json.loads(json.dumps(batch_records))  # as a resumed batch reads back
     statuses = {status: sum(1 for r in records if r["status"] == status) for status in ("ok", "format_error", "invalid_value")}
-    revision = json.loads(Path(revision_file).read_text())
     run = {"task": task, "model": params.model, "smoke_model": is_smoke_model(params.model),
            "adapter": str(adapter) if adapter else None, "adapter_record": adapter_record(adapter),
            "dataset": {"repo_id": revision.get("repo_id"), "revision": revision["revision"],
                        "config": f"conversations-{task}", "split": params.split},
            "prompt_version": PROMPT_VERSION, "params": asdict(params), "rows": len(records), "status": statuses}
-    with atomic.atomic_dir(out_dir) as staging:
+    with atomic.atomic_dir(out_dir, kind="predictions") as staging:
         text = "".join(json.dumps(r, sort_keys=True) + "\n" for r in records)
         atomic.write_text(staging / PREDICTIONS_FILE, text)
         atomic.write_json(staging / RUN_FILE, run)
+    shutil.rmtree(folder, ignore_errors=True)
     log.info("%s: %d rows, %s", task, len(records), statuses)
     return run
+
+
+def _answer_batch(task: str, model, processor, rows, meta, start: int, params: InferParams) -> list[dict[str, Any]]:
+    """Generate, parse and (cls) score the batch of rows starting at ``start``."""
+    batch = rows[start:start + params.batch_size]
+    images = [row_images[0].convert("RGB") for row_images in batch["images"]]
+    prompts = prompt_texts(processor, batch["messages"])
+    answers = generate(model, processor, images, prompts, max_new_tokens=params.max_new_tokens[task],
+                       do_sample=params.do_sample, temperature=params.temperature, top_p=params.top_p,
+                       seed=params.seed + start)
+    p_hgg = label_probabilities(model, processor, images, prompts) if task == "cls" else [None] * len(answers)
+    records = []
+    for offset, (answer, probability) in enumerate(zip(answers, p_hgg)):
+        row = meta[start + offset]
+        parsed = parse_answer(task, answer)
+        record = {"index": start + offset, "patient_id": row["patient_id"], "grade": row["grade"],
+                  "plane": row["plane"], "slice_index": row["slice_index"], "target": json.loads(row["target"]),
+                  "response": answer, "status": parsed.status, "prediction": parsed.value,
+                  "detail": parsed.detail}
+        if task == "cls":
+            record["p_hgg"] = round(float(probability), 6)
+        records.append(record)
+    return records
 
 
 def read_predictions(run_dir: str | os.PathLike) -> tuple[list[dict[str, Any]], dict[str, Any]]:

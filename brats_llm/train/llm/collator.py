@@ -26,22 +26,30 @@ class VisionChatCollator:
         self.processor = processor
         self.image_token_id = processor.tokenizer.convert_tokens_to_ids(image_token)
 
+    def prompt_ids(self, messages: list[dict]) -> list[int]:
+        """The prompt's tokens as inference builds them (same template call, same tokenisation)."""
+        from brats_llm.llm.infer import prompt_ids, prompt_texts
+
+        return prompt_ids(self.processor, prompt_texts(self.processor, [messages])[0])
+
     def prompt_length(self, messages: list[dict]) -> int:
-        user = [m for m in messages if m["role"] != "assistant"]
-        prompt = self.processor.apply_chat_template(user, add_generation_prompt=True)
-        return len(self.processor.tokenizer(prompt, add_special_tokens=False)["input_ids"])
+        return len(self.prompt_ids(messages))
 
     def __call__(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
-        tokenizer = self.processor.tokenizer
-        tokenizer.padding_side = "right"
+        from brats_llm.llm.infer import encode
+
         chats = [clean_messages(row["messages"]) for row in rows]
         texts = [self.processor.apply_chat_template(chat) for chat in chats]
         images = [[image.convert("RGB") for image in row["images"]] for row in rows]
-        batch = self.processor(images=images, text=texts, padding=True, return_tensors="pt", add_special_tokens=False)
+        batch = encode(self.processor, images, texts, padding_side="right")
         labels = batch["input_ids"].clone()
         labels[batch["attention_mask"] == 0] = IGNORE_INDEX
         labels[labels == self.image_token_id] = IGNORE_INDEX
         for i, chat in enumerate(chats):
-            labels[i, :self.prompt_length(chat)] = IGNORE_INDEX
+            prompt = self.prompt_ids(chat)
+            if batch["input_ids"][i, :len(prompt)].tolist() != prompt:  # the answer must not re-tokenise the prompt
+                raise ValueError("the chat template's training text does not start with the inference prompt's tokens; "
+                                 "the loss mask would be wrong")
+            labels[i, :len(prompt)] = IGNORE_INDEX
         batch["labels"] = labels
         return batch

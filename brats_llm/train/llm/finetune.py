@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import tempfile
@@ -12,14 +11,27 @@ from typing import Any
 
 from brats_llm import atomic
 from brats_llm.conversations.prompts import PROMPT_VERSION, TASKS
-from brats_llm.llm.model import ADAPTER_RECORD, device, is_smoke_model
+from brats_llm.errors import InputError
+from brats_llm.llm.model import ADAPTER_RECORD, BackendUnavailable, device, is_smoke_model, read_revision
 from brats_llm.train.llm.params import FinetuneParams
+
+__all__ = ["BackendUnavailable", "collator_for", "finetune", "loss_curves", "sft_config"]
 
 log = logging.getLogger(__name__)
 
 
-class BackendUnavailable(RuntimeError):
-    """The requested backend cannot run here (no CUDA for Unsloth, or the extra is not installed)."""
+def collator_for(backend: str, processor: Any):
+    """The training collator of ``backend``: :class:`VisionChatCollator` for both ``hf`` and ``unsloth``.
+
+    One collator, one loss mask: the answer and its ``<|eot_id|>`` only (prompt, padding and
+    ``<|image|>`` are -100). Unsloth's own ``UnslothVisionDataCollator`` on ``messages`` rows would
+    train on the prompt too. ``brats-llm llm-inspect`` shows what it builds.
+    """
+    from brats_llm.train.llm.collator import VisionChatCollator
+
+    if backend not in ("hf", "unsloth"):
+        raise InputError(f"unknown backend {backend!r}; backends are hf, unsloth")
+    return VisionChatCollator(processor)
 
 
 def sft_config(task: str, params: FinetuneParams, output_dir: str, *, cuda: bool, optim: str, has_eval: bool,
@@ -53,10 +65,13 @@ def _train_hf(task: str, model_id: str, train, validation, params: FinetuneParam
     from trl import SFTTrainer
 
     from brats_llm.llm.model import load_model
-    from brats_llm.train.llm.collator import VisionChatCollator
     from brats_llm.train.llm.lora import lora_config
 
-    model, processor = load_model(model_id, for_training=True)
+    model, processor = load_model(model_id, for_training=True, load_in_4bit=params.load_in_4bit)
+    if params.load_in_4bit:  # QLoRA: cast norms to fp32, enable input grads for checkpointing
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=params.gradient_checkpointing)
     set_seed(params.seed)  # LoRA's A matrices are drawn here, before the Trainer seeds anything
     model = get_peft_model(model, lora_config(params.lora_rank, params.lora_alpha, params.lora_dropout,
                                               params.finetune_vision_layers))
@@ -72,24 +87,21 @@ def _train_hf(task: str, model_id: str, train, validation, params: FinetuneParam
     trainer = SFTTrainer(model=model, args=sft_config(task, params, workdir, cuda=cuda, optim=optim,
                                                       has_eval=validation is not None),
                          train_dataset=train, eval_dataset=validation, processing_class=processor,
-                         data_collator=VisionChatCollator(processor))
+                         data_collator=collator_for("hf", processor))
     trainer.train()
     return trainer, model, processor, optim
 
 
 def _train_unsloth(task: str, model_id: str, train, validation, params: FinetuneParams, workdir: str):
-    """Unsloth FastVisionModel + UnslothVisionDataCollator (the paper's setup); CUDA only."""
+    """Unsloth FastVisionModel (the paper's setup) with our collator (answer-only loss); CUDA only."""
     if device() != "cuda":
         raise BackendUnavailable("the unsloth backend needs a CUDA GPU (Unsloth's FastVisionModel does not run "
                                  "on CPU); use --backend hf here")
     try:
         from unsloth import FastVisionModel  # must be imported before transformers/trl to patch them
-        from unsloth.trainer import UnslothVisionDataCollator
     except ImportError as error:
         raise BackendUnavailable(f"the unsloth backend needs the extra: pip install -e '.[unsloth]' ({error})") from error
     from trl import SFTTrainer
-
-    from brats_llm.conversations.build import to_unsloth
 
     model, processor = FastVisionModel.from_pretrained(model_id, load_in_4bit=params.load_in_4bit,
                                                        use_gradient_checkpointing="unsloth" if params.gradient_checkpointing else False)
@@ -98,10 +110,9 @@ def _train_unsloth(task: str, model_id: str, train, validation, params: Finetune
         finetune_attention_modules=True, finetune_mlp_modules=True, r=params.lora_rank,
         lora_alpha=params.lora_alpha, lora_dropout=params.lora_dropout, bias="none", random_state=params.seed)
     FastVisionModel.for_training(model)
-    to_rows = lambda dataset: [to_unsloth(row) for row in dataset]  # noqa: E731
-    trainer = SFTTrainer(model=model, processing_class=processor,
-                         data_collator=UnslothVisionDataCollator(model, processor),
-                         train_dataset=to_rows(train), eval_dataset=to_rows(validation) if validation is not None else None,
+    # TRL-native rows (images + messages) and the hf backend's collator: the same tokens and loss mask
+    trainer = SFTTrainer(model=model, processing_class=processor, data_collator=collator_for("unsloth", processor),
+                         train_dataset=train, eval_dataset=validation,
                          args=sft_config(task, params, workdir, cuda=True, optim="adamw_8bit",
                                          has_eval=validation is not None, checkpointing=False))
     trainer.train()
@@ -141,7 +152,8 @@ def finetune(task: str, revision_file: str | os.PathLike, out_dir: str | os.Path
     from brats_llm.publish.hub import load_published
 
     if task not in TASKS:
-        raise ValueError(f"unknown task {task!r}; tasks are {TASKS}")
+        raise InputError(f"unknown task {task!r}; tasks are {TASKS}")
+    revision = read_revision(revision_file)
     splits = load_published(revision_file, f"conversations-{task}")
     keep = ["images", "messages"]
     train = splits["train"].select_columns(keep)
@@ -152,13 +164,12 @@ def finetune(task: str, revision_file: str | os.PathLike, out_dir: str | os.Path
     with tempfile.TemporaryDirectory(prefix="brats-llm-sft-") as workdir:
         trainer, model, processor, optim = backend(task, model_id, train, validation, params, workdir)
     curves = loss_curves(trainer.state.log_history)
-    revision = json.loads(Path(revision_file).read_text())
     record = {"task": task, "base_model": model_id, "smoke_model": is_smoke_model(model_id), "backend": params.backend,
               "optimizer": optim, "dataset": {"repo_id": revision.get("repo_id"), "revision": revision["revision"],
                                               "config": f"conversations-{task}", "train_rows": len(train)},
               "prompt_version": PROMPT_VERSION, "params": asdict(params),
               "final_loss": {split: points[-1][1] if points else None for split, points in curves.items()}}
-    with atomic.atomic_dir(out_dir) as staging:
+    with atomic.atomic_dir(out_dir, kind="adapter") as staging:
         model.save_pretrained(staging)
         processor.save_pretrained(staging)
         atomic.write_json(staging / ADAPTER_RECORD, record)
