@@ -9,7 +9,8 @@ import torch
 from brats_llm.evaluate.cnn import ClsEvalParams, SegEvalParams, evaluate_cnn
 from brats_llm.preprocess.volumes import PrepareParams, prepare
 from brats_llm.split.splits import SplitParams, split_volumes
-from brats_llm.train.cnn.data import dataset_version, downsample, load_split
+from brats_llm.provenance import dataset_version
+from brats_llm.train.cnn.data import downsample, load_split
 from brats_llm.train.cnn.trainer import CnnTrainParams, SegTrainParams, augment_batch, train_cnn
 
 TINY_TRAIN = CnnTrainParams(epochs=3, batch_size=2, downsample=2, checkpoint_every=2)
@@ -111,12 +112,14 @@ def test_unknown_fold_and_wrong_task(prepared, tmp_path):
         evaluate_cnn("cls", prepared / "volumes", prepared / "splits.csv", tmp_path, tmp_path / "e", ClsEvalParams())
 
 
-def test_dataset_version_reads_dvc_lock(prepared, tmp_path):
-    lock = tmp_path / "dvc.lock"
+def test_dataset_version_never_reads_dvc_lock(prepared, tmp_path, monkeypatch):
+    """Provenance is the dataset's own content hash: dvc.lock is no stage's (undeclared) input."""
     volumes = prepared / "volumes"
-    lock.write_text(f"schema: '2.0'\nstages:\n  prepare:\n    outs:\n    - path: {volumes}\n      md5: abc.dir\n")
-    version = dataset_version(volumes, lock)
-    assert version["dvc_md5"] == "abc.dir" and len(version["fingerprint"]) == 16
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "dvc.lock").write_text(f"schema: '2.0'\nstages:\n  prepare:\n    outs:\n    - path: {volumes}\n      md5: abc.dir\n")
+    version = dataset_version(volumes)
+    assert version == {"path": volumes.as_posix(),
+                       "fingerprint": json.loads((volumes / "state.json").read_text())["_fingerprint"]}
     assert len(load_split(volumes, [], 1, progress=False)) == 0
 
 

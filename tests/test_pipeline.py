@@ -18,7 +18,7 @@ from brats_llm.slices.slices import SlicesParams
 from brats_llm.ingest.demo import DemoParams
 from brats_llm.preprocess.volumes import PrepareParams
 from brats_llm.split.splits import SplitParams
-from brats_llm.train.cnn.trainer import CnnTrainParams
+from brats_llm.train.cnn.trainer import CnnTrainParams, SegTrainParams
 from brats_llm.evaluate.llm import LlmEvalParams
 from brats_llm.llm.consistency import ConsistencyParams
 from brats_llm.llm.infer import InferParams
@@ -37,7 +37,7 @@ STAGES = {
     "conversations": (ConversationParams, "conversations"),
     "publish": (PublishParams, "publish"),
     "train_cls": (CnnTrainParams, "train-cnn --task cls"),
-    "train_seg": (CnnTrainParams, "train-cnn --task seg"),
+    "train_seg": (SegTrainParams, "train-cnn --task seg"),
     "evaluate_cls": (ClsEvalParams, "evaluate-cnn --task cls"),
     "evaluate_seg": (SegEvalParams, "evaluate-cnn --task seg"),
 }
@@ -89,7 +89,7 @@ def test_each_stage_lists_exactly_its_section():
 
 def test_paper_preset_holds_the_paper_values():
     preset = yaml.safe_load((ROOT / "brats_llm" / "presets" / "paper.yaml").read_text())
-    cls, seg = CnnTrainParams(**preset["train_cls"]), CnnTrainParams(**preset["train_seg"])
+    cls, seg = CnnTrainParams(**preset["train_cls"]), SegTrainParams(**preset["train_seg"])
     assert (cls.lr, cls.epochs, cls.batch_size, cls.downsample) == (4e-7, 200, 16, 1)
     assert (seg.lr, seg.epochs, seg.batch_size, seg.downsample) == (5e-5, 100, 16, 1)
     llm, tune = InferParams(**preset["llm"]), FinetuneParams(**preset["llm_finetune"])
@@ -168,3 +168,23 @@ def test_repro_is_incremental(tmp_path):
     assert "train_cls.lr" in dvc(repo, "params", "diff")
     plots = dvc(repo, "plots", "diff", "HEAD", "--json")
     assert "models/evaluate_cls/plots/images/roc.png" in plots
+
+
+def _plain(value):
+    """Tuples as lists, as YAML reads them."""
+    return [_plain(v) for v in value] if isinstance(value, (list, tuple)) else (
+        {k: _plain(v) for k, v in value.items()} if isinstance(value, dict) else value)
+
+
+def test_one_source_of_defaults():
+    """params.yaml is the demo preset; outside the repository the dataclass defaults apply: same values."""
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    classes = {stage: cls for stage, (cls, _) in STAGES.items()}
+    classes |= {section: source for sections, _ in LLM_STAGES.values() for section, source in sections.items()
+                if not isinstance(source, list)}
+    drift = {}
+    for section, cls in classes.items():
+        defaults = _plain(dataclasses.asdict(cls()))
+        drift |= {f"{section}.{key}": (defaults[key], value) for key, value in params[section].items()
+                  if defaults[key] != _plain(value)}
+    assert not drift, f"dataclass default vs params.yaml: {drift}"

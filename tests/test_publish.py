@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from brats_llm.publish.hub import PublishError, PublishParams, folder_revision, load_published, publish
+from brats_llm.provenance import folder_revision
+from brats_llm.publish.hub import PublishError, PublishParams, load_published, publish
 from brats_llm.slices.slices import load_slices
 from tests.hub_server import HubServer
 

@@ -49,7 +49,7 @@ def models(tmp_path_factory):
     for task in ("cls", "seg"):
         write(root / f"evaluate_{task}" / "provenance.json", {
             "task": task, "fold": 0, "best_epoch": 3, "train_params": dataclasses.asdict(CnnTrainParams(epochs=5)),
-            "dataset_at_training": {"dvc_md5": "abc.dir"}})
+            "dataset_at_training": {"fingerprint": "abc123"}})
     tune = dataclasses.asdict(FinetuneParams(backend="hf", max_steps=dict.fromkeys(("cls", "center", "bbox", "polygon"), 7)))
     for mode in ("zeroshot", "finetuned"):
         for task, keys, bases in (("cls", CLS, ["baseline_majority"]),

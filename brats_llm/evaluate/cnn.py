@@ -21,7 +21,8 @@ from brats_llm.metrics.classification import classification_metrics, majority_ba
 from brats_llm.metrics.finite import finite_or_null
 from brats_llm.metrics.lesionwise import GLIOMA_DILATION, GLIOMA_MIN_VOLUME_MM3
 from brats_llm.metrics.segmentation import REGION_NAMES, dice, region_metrics, segmentation_metrics
-from brats_llm.train.cnn.data import VolumeTensors, dataset_version, fold_patients, load_split
+from brats_llm.provenance import dataset_version
+from brats_llm.train.cnn.data import VolumeTensors, fold_patients, load_split
 from brats_llm.train.cnn.models import build_model
 from brats_llm.train.cnn.trainer import CHECKPOINT_BEST, model_options, predict
 

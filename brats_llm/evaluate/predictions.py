@@ -30,8 +30,8 @@ from brats_llm.ingest.nifti import read_nifti
 from brats_llm.metrics.segmentation import REGION_NAMES, region_masks, region_metrics
 from brats_llm.preprocess import transforms
 from brats_llm.preprocess.volumes import load_volumes
+from brats_llm.provenance import dataset_version
 from brats_llm.split.splits import SPLIT_TEST, SPLIT_TRAINVAL, read_splits
-from brats_llm.train.cnn.data import dataset_version
 
 #: ``--labels``: ``auto`` reads a file with labels in {0, 1} as binary WT, anything else as region labels.
 LABEL_MODES = ("auto", "regions", "wt")

@@ -69,7 +69,7 @@ class DemoParams:
         shape: volume shape in voxels (i, j, k); the real geometry by default.
     """
 
-    patients: int = 60
+    patients: int = 50
     seed: int = 2020
     lgg_fraction: float = 0.2
     shape: tuple[int, int, int] = BRATS_SHAPE

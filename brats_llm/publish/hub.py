@@ -2,23 +2,23 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 import pyarrow.parquet as pq
+import yaml
 from datasets import Dataset, DatasetDict, load_from_disk
 from datasets.table import InMemoryTable
 from huggingface_hub import DatasetCard, DatasetCardData, HfApi
 
 from brats_llm import atomic
-from brats_llm.errors import BratsLlmError
 from brats_llm.constants import GRADES
 from brats_llm.conversations.prompts import PROMPT_VERSION, TASKS
+from brats_llm.errors import BratsLlmError
+from brats_llm.provenance import folder_revision
 
 CARD_TEMPLATE = Path(__file__).resolve().parents[2] / "cards" / "dataset_card.md"
 
@@ -112,21 +112,11 @@ def write_repo(folder: Path, configs: dict[str, DatasetDict], params_used: dict[
     )
     card = DatasetCard.from_template(
         card_data, template_path=str(CARD_TEMPLATE), count_rows=count_rows, prompt_version=PROMPT_VERSION,
-        dvc_hash=dvc_hash, params_yaml=yaml.safe_dump(params_used, sort_keys=True).strip(),
+        dataset_fingerprint=dvc_hash, params_yaml=yaml.safe_dump(params_used, sort_keys=True).strip(),
         source_description="a synthetic BraTS-layout cohort" if synthetic else "a BraTS release",
         synthetic_warning="**These rows are synthetic phantoms, not patient data.**" if synthetic else "",
     )
     atomic.write_text(folder / "README.md", str(card))
-
-
-def folder_revision(folder: Path) -> str:
-    """Content hash of a local repo folder (the local stand-in for a Hub commit sha)."""
-    digest = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        digest.update(path.relative_to(folder).as_posix().encode())
-        with path.open("rb") as handle:
-            digest.update(hashlib.file_digest(handle, "sha256").digest())
-    return digest.hexdigest()[:40]
 
 
 def upload_to_hub(folder: Path, repo_id: str, *, repo_type: str = "dataset", private: bool = True,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -12,13 +11,13 @@ from typing import Any
 
 import yaml
 
-from brats_llm import __version__, atomic
+from brats_llm import atomic
 from brats_llm.errors import MissingInputError
+from brats_llm.provenance import code_version
 from brats_llm.report.differences import differences
 from brats_llm.report.render import Figure, html_page, markdown
 from brats_llm.report.tables import build_table, consistency_table, paper_numbers, read_metrics
 
-PACKAGE = Path(__file__).resolve().parents[1]
 TITLE = "brats-llm reproduction report"
 #: What the report reads under MODELS_DIR (it needs at least one of them).
 EXPECTED = ("evaluate_cls/provenance.json", "evaluate_seg/provenance.json", "llm_consistency/provenance.json",
@@ -36,15 +35,6 @@ class ReportParams:
 
     examples: int = 2
     digits: int = 3
-
-
-def code_version() -> str:
-    """Package version and a SHA-256 over the package's source files (stable across machines)."""
-    digest = hashlib.sha256()
-    for path in sorted(PACKAGE.rglob("*")):
-        if path.is_file() and path.suffix in (".py", ".yaml"):
-            digest.update(path.relative_to(PACKAGE).as_posix().encode() + b"\0" + path.read_bytes())
-    return f"{__version__} (source sha256 {digest.hexdigest()[:12]})"
 
 
 def _json(path: Path) -> dict[str, Any] | None:
@@ -230,7 +220,7 @@ def _provenance_lines(records: dict[str, Any], revision: str | None, tags: list[
         if record:
             data = record["dataset_at_training"]
             lines.append(f"CNN {task}: fold {record['fold']}, best epoch {record['best_epoch']}, trained on volumes "
-                         f"`{data.get('dvc_md5') or data.get('fingerprint')}`; params {json.dumps(record['train_params'], sort_keys=True)}.")
+                         f"`{data.get('fingerprint')}`; params {json.dumps(record['train_params'], sort_keys=True)}.")
     for key, record in records.items():
         if key.startswith("evaluate_llm/") and record:
             run = record["inference"]

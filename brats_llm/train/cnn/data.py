@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
@@ -146,20 +143,3 @@ def load_from_disk_light(volumes_dir: str | os.PathLike):
 def fold_patients(splits_file: str | os.PathLike, fold: int) -> dict[str, list[str]]:
     """``train`` / ``validation`` / ``test`` patient ids of ``fold`` from the split file."""
     return fold_members(read_splits(splits_file), fold)
-
-
-def dataset_version(volumes_dir: str | os.PathLike, lock_file: str | os.PathLike = "dvc.lock") -> dict[str, str]:
-    """Identify the dataset a model sees: its ``datasets`` fingerprint and, under DVC, its md5 in dvc.lock."""
-    volumes_dir = Path(volumes_dir)
-    version = {"path": volumes_dir.as_posix()}
-    state = volumes_dir / "state.json"
-    if state.is_file():
-        version["fingerprint"] = json.loads(state.read_text())["_fingerprint"]
-    lock = Path(lock_file)
-    if lock.is_file():
-        stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {})
-        for stage in stages.values():
-            for out in stage.get("outs", []):
-                if Path(out.get("path", "")) == volumes_dir and "md5" in out:
-                    version["dvc_md5"] = out["md5"]
-    return version

@@ -21,8 +21,9 @@ from brats_llm.determinism import configure
 from brats_llm.errors import InputError
 from brats_llm.metrics.classification import roc_auc
 from brats_llm.metrics.segmentation import dice
+from brats_llm.provenance import dataset_version
 from brats_llm.split.splits import oversample_indices, read_splits
-from brats_llm.train.cnn.data import TARGETS, VolumeTensors, dataset_version, fold_patients, load_split, require_grades
+from brats_llm.train.cnn.data import TARGETS, VolumeTensors, fold_patients, load_split, require_grades
 from brats_llm.train.cnn.models import ARCHITECTURES, build_model, soft_dice_loss
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,7 @@ class CnnTrainParams:
     """
 
     fold: int | str = 0
-    epochs: int = 30
+    epochs: int = 40
     batch_size: int = 8
     lr: float = 1e-3
     optimizer: str = "adamw"
@@ -83,6 +84,10 @@ class SegTrainParams(CnnTrainParams):
         levels: SegResNet / UNet resolution levels (demo 3; paper preset 4). Both ignored by ``paper``.
     """
 
+    batch_size: int = 4
+    lr: float = 3e-3
+    optimizer: str = "adam"
+    weight_decay: float = 0.0
     target: str = "wt"
     architecture: str = "paper"
     width: int = 8
