@@ -223,3 +223,16 @@ def test_adapter_is_pushed_privately_to_the_datasets_hub(published, tiny_model, 
     assert repo["private"] and record["pushed_to"] == {"repo_id": "lab/bbox-adapter", "commit": sha}
     assert files["adapter_model.safetensors"] == (tmp_path / "adapter" / "adapter_model.safetensors").read_bytes()
     assert ADAPTER_RECORD in files and token.encode() not in files[ADAPTER_RECORD]
+
+
+def test_full_epoch_finetune_replaces_max_steps(tmp_path):
+    """Table 3's 'full epoch' column: llm_finetune.epochs > 0 trains full passes instead of max_steps."""
+    from brats_llm.train.llm.finetune import sft_config
+
+    by_steps = sft_config("cls", small(), str(tmp_path), cuda=False, optim="adamw_torch", has_eval=False)
+    assert by_steps.max_steps == 3
+    by_epochs = sft_config("cls", small(epochs={**dict.fromkeys(TASKS, 0), "cls": 1}), str(tmp_path), cuda=False,
+                           optim="adamw_torch", has_eval=False)
+    assert by_epochs.max_steps == -1 and by_epochs.num_train_epochs == 1
+    with pytest.raises(ValueError, match="epochs"):
+        small(epochs={**dict.fromkeys(TASKS, 0), "cls": -1})

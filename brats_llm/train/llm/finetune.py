@@ -11,6 +11,7 @@ from typing import Any
 
 from brats_llm import atomic
 from brats_llm.conversations.prompts import PROMPT_VERSION, TASKS
+from brats_llm.determinism import configure
 from brats_llm.errors import InputError
 from brats_llm.llm.model import ADAPTER_RECORD, BackendUnavailable, device, is_smoke_model, read_revision
 from brats_llm.train.llm.params import FinetuneParams
@@ -46,7 +47,9 @@ def sft_config(task: str, params: FinetuneParams, output_dir: str, *, cuda: bool
     return SFTConfig(
         output_dir=output_dir, per_device_train_batch_size=params.batch_size[task],
         per_device_eval_batch_size=params.batch_size[task], gradient_accumulation_steps=params.gradient_accumulation,
-        learning_rate=params.lr[task], max_steps=params.max_steps[task], warmup_steps=params.warmup_steps,
+        learning_rate=params.lr[task], warmup_steps=params.warmup_steps,
+        **({"num_train_epochs": params.epochs[task], "max_steps": -1} if params.epochs[task] else
+           {"max_steps": params.max_steps[task]}),
         lr_scheduler_type="linear", optim=optim, weight_decay=0.0, seed=params.seed, data_seed=params.seed,
         logging_steps=1, eval_strategy="steps" if has_eval else "no", eval_steps=params.eval_steps,
         save_strategy="no", report_to="none", disable_tqdm=False,
@@ -154,6 +157,7 @@ def finetune(task: str, revision_file: str | os.PathLike, out_dir: str | os.Path
     if task not in TASKS:
         raise InputError(f"unknown task {task!r}; tasks are {TASKS}")
     revision = read_revision(revision_file)
+    configure(params.threads, params.seed)  # fixed threads, deterministic kernels: the same adapter bytes
     splits = load_published(revision_file, f"conversations-{task}")
     keep = ["images", "messages"]
     train = splits["train"].select_columns(keep)
