@@ -21,6 +21,7 @@ def hub_env(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
     monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_DISABLE_XET", True, raising=False)
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "hf-home" / "hub"))  # read at import
 
 
 def run_publish(built, out, params):
@@ -179,3 +180,42 @@ def test_login_hints_name_hf_auth_login(built, tmp_path, hub_env):
     assert "hf auth login" in help_text and "huggingface-cli" not in help_text
     source = (Path(__file__).resolve().parents[1] / "brats_llm" / "publish" / "hub.py").read_text()
     assert "huggingface-cli" not in source
+
+
+def test_plain_load_dataset_by_revision_outside_the_repo(built, tmp_path, hub_env):
+    """README's example for people outside this repository: datasets.load_dataset(repo_id, config, revision=sha)."""
+    import os
+    import subprocess
+    import sys
+
+    with HubServer() as hub:
+        record = run_publish(built, tmp_path, PublishParams(repo_id="lab/brats-demo", endpoint=hub.endpoint))
+        code = ("import sys; from datasets import load_dataset; "
+                "d = load_dataset('lab/brats-demo', 'geometry', revision=sys.argv[1]); "
+                "print(sorted(d), len(d['train']))")
+        env = {**os.environ, "HF_ENDPOINT": hub.endpoint, "HF_DATASETS_CACHE": str(tmp_path / "ds-cache")}
+        result = subprocess.run([sys.executable, "-c", code, record["revision"]], env=env, capture_output=True,
+                                text=True, timeout=300, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    local = load_published(tmp_path / "revision.json", "geometry")
+    assert result.stdout.strip() == f"{sorted(local)} {len(local['train'])}"
+
+
+def test_a_stage_checks_and_fetches_only_its_config(built, tmp_path, hub_env, monkeypatch):
+    """Local: only the card and the config's files are hashed; Hub: only they are downloaded."""
+    import brats_llm.publish.hub as hub_module
+    from brats_llm.errors import InputError
+
+    run_publish(built, tmp_path, PublishParams())
+    (tmp_path / "hub" / "volumes" / "train-00000-of-00001.parquet").write_bytes(b"changed after publish")
+    assert len(load_published(tmp_path / "revision.json", "geometry")["train"]) > 0  # volumes are not read
+    with pytest.raises(InputError, match="no longer matches"):
+        load_published(tmp_path / "revision.json", "volumes")
+    with monkeypatch.context() as patch:
+        patch.setattr(hub_module, "folder_revision", lambda folder: pytest.fail("hashed the whole folder"))
+        load_published(tmp_path / "revision.json", "conversations-cls")
+
+    with HubServer() as hub:
+        record = run_publish(built, tmp_path / "remote", PublishParams(repo_id="lab/brats-demo", endpoint=hub.endpoint))
+        fetched = hub_module.published_folder(tmp_path / "remote" / "revision.json", "geometry")
+    assert record["revision"] and (fetched / "geometry").is_dir() and not (fetched / "volumes").exists()

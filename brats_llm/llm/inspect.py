@@ -28,7 +28,8 @@ def inspect_rows(task: str, revision_file: str | os.PathLike, model_id: str, *, 
     and recorded, as inference uses the base model's processor with it.
     """
     from brats_llm.llm.infer import _load_rows, generation_inputs, prompt_texts
-    from brats_llm.llm.model import check_adapter, load_processor, read_revision
+    from brats_llm.llm.model import check_adapter, load_processor
+    from brats_llm.provenance import read_revision
     from brats_llm.train.llm.finetune import collator_for
 
     if task not in TASKS:

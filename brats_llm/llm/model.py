@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
-from brats_llm.errors import BratsLlmError, InputError, MissingInputError
+from brats_llm.errors import BratsLlmError, MissingInputError
+from brats_llm.provenance import read_revision  # noqa: F401  (re-exported for the LLM stages)
 
 log = logging.getLogger(__name__)
 
@@ -132,23 +132,3 @@ def adapter_record(adapter: str | Path | None) -> dict[str, Any] | None:
         return None
     path = Path(adapter) / ADAPTER_RECORD
     return json.loads(path.read_text()) if path.is_file() else None
-
-
-def read_revision(revision_file: str | os.PathLike) -> dict[str, Any]:
-    """The pinned dataset revision record (data/hub_revision.json written by ``publish``).
-
-    Raises:
-        MissingInputError: the file does not exist.
-        InputError: it is not a JSON object with a ``revision`` (e.g. params.yaml given by mistake).
-    """
-    path = Path(revision_file)
-    if not path.is_file():
-        raise MissingInputError(f"{path}: revision file not found (written by `brats-llm publish`)")
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise InputError(f"{path}: not a revision file (expected the JSON written by `brats-llm publish`, "
-                         f"e.g. data/hub_revision.json; {error})") from error
-    if not isinstance(record, dict) or "revision" not in record:
-        raise InputError(f"{path}: not a revision file (no 'revision' key; expected data/hub_revision.json)")
-    return record

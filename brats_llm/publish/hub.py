@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,11 +16,14 @@ from huggingface_hub import DatasetCard, DatasetCardData, HfApi
 from brats_llm import atomic
 from brats_llm.constants import GRADES
 from brats_llm.conversations.prompts import PROMPT_VERSION, TASKS
-from brats_llm.errors import BratsLlmError
-from brats_llm.provenance import folder_revision
+from brats_llm.errors import BratsLlmError, InputError
+from brats_llm.provenance import files_revision, folder_revision, read_revision
 
 CARD_TEMPLATE = Path(__file__).resolve().parents[2] / "cards" / "dataset_card.md"
 
+
+#: The dataset card at the repo root; its ``configs`` list every config's data files.
+CARD_FILE = "README.md"
 
 @dataclass(frozen=True)
 class PublishParams:
@@ -116,7 +118,7 @@ def write_repo(folder: Path, configs: dict[str, DatasetDict], params_used: dict[
         source_description="a synthetic BraTS-layout cohort" if synthetic else "a BraTS release",
         synthetic_warning="**These rows are synthetic phantoms, not patient data.**" if synthetic else "",
     )
-    atomic.write_text(folder / "README.md", str(card))
+    atomic.write_text(folder / CARD_FILE, str(card))
 
 
 def upload_to_hub(folder: Path, repo_id: str, *, repo_type: str = "dataset", private: bool = True,
@@ -166,7 +168,8 @@ def publish(volumes: str | os.PathLike, slices: str | os.PathLike, geometry: str
     with atomic.atomic_dir(out_dir, kind="hub") as staging:
         write_repo(staging, configs, params_used or {}, dvc_hash, synthetic)
     record = {"repo_id": params.repo_id or None, "path": out_dir.as_posix(), "revision": folder_revision(out_dir),
-              "endpoint": params.endpoint or None, "configs": sorted(configs)}
+              "endpoint": params.endpoint or None, "configs": sorted(configs),
+              "config_revisions": {name: config_revision(out_dir, name) for name in sorted(configs)}}
     if params.repo_id:  # the endpoint really used (params, else HF_ENDPOINT, else huggingface.co)
         record["endpoint"] = resolve_endpoint(params.endpoint)
     if params.repo_id:
@@ -181,32 +184,52 @@ def read_config(folder: Path, config: str) -> DatasetDict:
     ``load_dataset`` on a local folder caches by folder layout and can return another folder's rows
     for an identical layout; reading the parquet files directly avoids that.
     """
-    card = DatasetCard.load(str(folder / "README.md"))
+    card = DatasetCard.load(str(folder / CARD_FILE))
     for entry in card.data.configs or []:
         if entry["config_name"] == config:
             return DatasetDict({f["split"]: Dataset(InMemoryTable(pq.read_table(folder / f["path"])))
                                 for f in entry["data_files"]})
-    raise KeyError(f"{folder}: no config {config!r} in README.md")
+    raise InputError(f"{folder}: no config {config!r} in {CARD_FILE}")
 
 
-def published_folder(revision_file: str | os.PathLike) -> Path:
-    """The repo folder pinned by the revision file, checked or fetched once.
+def config_files(config: str) -> list[str]:
+    """Repo paths one config needs: the card (which lists the data files) and the config's folder."""
+    return [CARD_FILE, f"{config}/*"]
 
-    Hub: the snapshot at exactly ``revision`` (``snapshot_download``, cached by commit); local: the
-    folder, after checking it still hashes to ``revision``. Read configs from it with :func:`read_config`.
+
+def config_revision(folder: Path, config: str) -> str:
+    """Content hash of the card and one config's files: a config is checked without hashing the others."""
+    return files_revision(folder, [folder / CARD_FILE, *sorted(p for p in (folder / config).rglob("*") if p.is_file())])
+
+
+def published_folder(revision_file: str | os.PathLike, config: str | None = None) -> Path:
+    """The repo folder pinned by the revision file, checked or fetched once, for one ``config`` or all.
+
+    Hub: the snapshot at exactly ``revision`` (``snapshot_download``, cached by commit), only the
+    card and ``config``'s files when a config is named (not gigabytes of volumes for a conversation
+    config); local: the folder, after checking that ``config``'s files (or, without a config, the
+    whole folder) still hash to what publish recorded. Read configs from it with :func:`read_config`.
+
+    Raises:
+        InputError: the local folder changed since it was published.
     """
-    record = json.loads(Path(revision_file).read_text())
+    record = read_revision(revision_file)
     if record.get("repo_id"):
         from huggingface_hub import snapshot_download
 
         return Path(snapshot_download(record["repo_id"], repo_type="dataset", revision=record["revision"],
-                                      endpoint=record.get("endpoint")))
+                                      endpoint=record.get("endpoint"),
+                                      allow_patterns=config_files(config) if config else None))
     folder = Path(record["path"])
-    if folder_revision(folder) != record["revision"]:
-        raise ValueError(f"{folder} no longer matches revision {record['revision']} in {revision_file}")
+    expected = (record.get("config_revisions") or {}).get(config) if config else None
+    if expected is not None:
+        if config_revision(folder, config) != expected:
+            raise InputError(f"{folder}: config {config} no longer matches what {revision_file} pins; rerun publish")
+    elif folder_revision(folder) != record["revision"]:
+        raise InputError(f"{folder} no longer matches revision {record['revision']} in {revision_file}; rerun publish")
     return folder
 
 
 def load_published(revision_file: str | os.PathLike, config: str) -> DatasetDict:
     """Load one config pinned by the revision file (see :func:`published_folder`)."""
-    return read_config(published_folder(revision_file), config)
+    return read_config(published_folder(revision_file, config), config)

@@ -13,7 +13,8 @@ from brats_llm import atomic
 from brats_llm.conversations.prompts import PROMPT_VERSION, TASKS
 from brats_llm.determinism import configure
 from brats_llm.errors import InputError
-from brats_llm.llm.model import ADAPTER_RECORD, BackendUnavailable, device, is_smoke_model, read_revision
+from brats_llm.llm.model import ADAPTER_RECORD, BackendUnavailable, device, is_smoke_model
+from brats_llm.provenance import read_revision
 from brats_llm.train.llm.params import FinetuneParams
 
 __all__ = ["BackendUnavailable", "collator_for", "finetune", "loss_curves", "sft_config"]
