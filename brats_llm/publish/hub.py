@@ -19,7 +19,8 @@ from brats_llm.conversations.prompts import PROMPT_VERSION, TASKS
 from brats_llm.errors import BratsLlmError, InputError
 from brats_llm.provenance import files_revision, folder_revision, read_revision
 
-CARD_TEMPLATE = Path(__file__).resolve().parents[2] / "cards" / "dataset_card.md"
+#: The card template: cards/dataset_card.md, shipped inside the package (a link in the source tree, a file in the wheel).
+CARD_TEMPLATE = Path(__file__).parent / "dataset_card.md"
 
 
 #: The dataset card at the repo root; its ``configs`` list every config's data files.
