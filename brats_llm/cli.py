@@ -37,6 +37,11 @@ def workers_option(command: Callable[..., Any]) -> Callable[..., Any]:
     )(command)
 
 
+def comma_list(context: click.Context, option: click.Parameter, value: str | None) -> list[str] | None:
+    """``a,b`` -> ["a", "b"] for list params given on the command line."""
+    return None if value is None else [item.strip() for item in value.split(",") if item.strip()]
+
+
 def resolve(cls: type, section: str, params_file: Path | None, **overrides: Any) -> Any:
     """Build a stage's params dataclass, turning params errors into a clean CLI error."""
     try:
@@ -124,8 +129,8 @@ def demo(out_dir: Path, workers: int, params_file: Path | None, **overrides: Any
                    "internal errors (id, path, error, traceback).")
 @click.option("--centre-on", type=click.Choice(["tumour", "volume"]),
               help="Centre the axial window on the tumour (paper) or the volume [params: prepare.centre_on].")
-@click.option("--slices", type=click.IntRange(min=1), help="Axial window length [params: prepare.slices, 95].")
-@click.option("--size", type=click.IntRange(min=1), help="In-plane size [params: prepare.size, 128].")
+@click.option("--slices", type=click.IntRange(min=1), help="Axial window length [params: prepare.slices].")
+@click.option("--size", type=click.IntRange(min=1), help="In-plane size [params: prepare.size].")
 @click.option("--strict", is_flag=True,
               help="Also exclude cases whose axial window cuts off tumour voxels (otherwise a note), and exit 1 "
                    "when any case is excluded (the outputs are still written).")
@@ -186,8 +191,8 @@ def prepare(raw_dir: Path, out_dir: Path, report: Path | None, strict: bool, wor
 @click.option("--summary", type=click.Path(dir_okay=False, path_type=Path),
               help="Write patient counts per split and grade as JSON (a DVC metrics file).")
 @click.option("--test-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True),
-              help="Held-out test share [params: split.test_fraction, 0.15].")
-@click.option("--folds", type=click.IntRange(min=2), help="Cross-validation folds [params: split.folds, 5].")
+              help="Held-out test share [params: split.test_fraction].")
+@click.option("--folds", type=click.IntRange(min=2), help="Cross-validation folds [params: split.folds].")
 @click.option("--seed", type=int, help="Shuffle seed [params: split.seed].")
 @params_option
 @friendly_errors
@@ -231,8 +236,8 @@ def _fold(value: str | None) -> int | str | None:
 @click.option("--live", "live_dir", type=click.Path(file_okay=False, path_type=Path),
               help="dvclive folder for per-epoch train/validation curves (DVC plots).")
 @click.option("--fold", help="Validation fold number, or 'all' [params: train_<task>.fold].")
-@click.option("--epochs", type=click.IntRange(min=1), help="[params: train_<task>.epochs]")
-@click.option("--batch-size", type=click.IntRange(min=1), help="[params: train_<task>.batch_size]")
+@click.option("--epochs", type=click.IntRange(min=1), help="Training epochs [params: train_<task>.epochs].")
+@click.option("--batch-size", type=click.IntRange(min=1), help="Samples per step [params: train_<task>.batch_size].")
 @click.option("--lr", type=float, help="Learning rate [params: train_<task>.lr].")
 @click.option("--downsample", type=click.IntRange(min=1), help="Input pooling factor; 1 = paper [params: train_<task>.downsample].")
 @click.option("--target", type=click.Choice(["wt", "regions"]),
@@ -283,10 +288,12 @@ def train_cnn_command(task: str, volumes_dir: Path, splits_file: Path, out_dir: 
 @click.argument("splits_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.argument("model_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--bootstrap", type=click.IntRange(min=0), help="Bootstrap replicates [params: evaluate_<task>.bootstrap].")
+@click.option("--seed", type=int, help="Bootstrap seed [params: evaluate_<task>.seed].")
 @params_option
 @friendly_errors
 def evaluate_cnn_command(task: str, volumes_dir: Path, splits_file: Path, model_dir: Path, out_dir: Path,
-                         params_file: Path | None) -> None:
+                         params_file: Path | None, **overrides: Any) -> None:
     """Score the best fold in MODEL_DIR on its train / validation / test patients; write OUT_DIR.
 
     \b
@@ -306,7 +313,7 @@ def evaluate_cnn_command(task: str, volumes_dir: Path, splits_file: Path, model_
     from brats_llm.evaluate.cnn import ClsEvalParams, SegEvalParams, evaluate_cnn
 
     cls = ClsEvalParams if task == "cls" else SegEvalParams
-    params = resolve(cls, f"evaluate_{task}", params_file)
+    params = resolve(cls, f"evaluate_{task}", params_file, **overrides)
     results = evaluate_cnn(task, volumes_dir, splits_file, model_dir, out_dir, params)
     key = "auc" if task == "cls" else "dice"
     shown = ", ".join(f"{split} {key} {results[split][key]:.4f}" for split in ("train", "validation", "test") if split in results)
@@ -317,9 +324,12 @@ def evaluate_cnn_command(task: str, volumes_dir: Path, splits_file: Path, model_
 @click.argument("volumes_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("splits_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--modalities", callback=comma_list, help="Comma-separated, e.g. flair,t1ce [params: slices.modalities].")
+@click.option("--planes", callback=comma_list, help="Comma-separated: axial,coronal,sagittal [params: slices.planes].")
+@click.option("--tumour-range-only/--all-slices", default=None, help="[params: slices.tumour_range_only]")
 @params_option
 @friendly_errors
-def slices(volumes_dir: Path, splits_file: Path, out_dir: Path, params_file: Path | None) -> None:
+def slices(volumes_dir: Path, splits_file: Path, out_dir: Path, params_file: Path | None, **overrides: Any) -> None:
     """Cut VOLUMES_DIR into 2D PNG slices (with masks) and write the slices dataset OUT_DIR.
 
     By default FLAIR, axial, only slices between the first and last slice with tumour (as the
@@ -330,16 +340,18 @@ def slices(volumes_dir: Path, splits_file: Path, out_dir: Path, params_file: Pat
     guard([volumes_dir, splits_file, params_file], [out_dir])
     from brats_llm.slices.slices import SlicesParams, build_slices
 
-    params = resolve(SlicesParams, "slices", params_file)
+    params = resolve(SlicesParams, "slices", params_file, **overrides)
     click.echo(f"{build_slices(volumes_dir, splits_file, out_dir, params)} slices -> {out_dir}", err=True)
 
 
 @main.command()
 @click.argument("slices_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--modality", help="Slices the geometry is read from [params: geometry.modality].")
+@click.option("--min-tumour-pixels", type=click.IntRange(min=1), help="[params: geometry.min_tumour_pixels]")
 @params_option
 @friendly_errors
-def geometry(slices_dir: Path, out_dir: Path, params_file: Path | None) -> None:
+def geometry(slices_dir: Path, out_dir: Path, params_file: Path | None, **overrides: Any) -> None:
     """Describe the tumour of every axial slice of SLICES_DIR: box, centre, polygon; write OUT_DIR.
 
     Frame: x = column, y = row, pixel indices of the 128x128 slice, origin top-left. As the paper:
@@ -352,7 +364,7 @@ def geometry(slices_dir: Path, out_dir: Path, params_file: Path | None) -> None:
     guard([slices_dir, params_file], [out_dir])
     from brats_llm.geometry.stage import GeometryParams, build_geometry
 
-    params = resolve(GeometryParams, "geometry", params_file)
+    params = resolve(GeometryParams, "geometry", params_file, **overrides)
     click.echo(f"{build_geometry(slices_dir, out_dir, params)} tumour slices -> {out_dir}", err=True)
 
 
@@ -360,9 +372,12 @@ def geometry(slices_dir: Path, out_dir: Path, params_file: Path | None) -> None:
 @click.argument("slices_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("geometry_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--fold", type=click.IntRange(min=0), help="Validation fold [params: conversations.fold].")
+@click.option("--seed", type=int, help="Oversampling and shuffle seed [params: conversations.seed].")
+@click.option("--oversample-lgg/--no-oversample-lgg", default=None, help="[params: conversations.oversample_lgg]")
 @params_option
 @friendly_errors
-def conversations(slices_dir: Path, geometry_dir: Path, out_dir: Path, params_file: Path | None) -> None:
+def conversations(slices_dir: Path, geometry_dir: Path, out_dir: Path, params_file: Path | None, **overrides: Any) -> None:
     """Build TRL vision chats for cls, center, bbox and polygon into OUT_DIR/<task>/{train,validation,test}.
 
     Each row: `images` (the slice) and `messages` (user: image + instruction with a strict JSON
@@ -375,7 +390,7 @@ def conversations(slices_dir: Path, geometry_dir: Path, out_dir: Path, params_fi
     guard([slices_dir, geometry_dir, params_file], [out_dir])
     from brats_llm.conversations.build import ConversationParams, build_conversations
 
-    params = resolve(ConversationParams, "conversations", params_file)
+    params = resolve(ConversationParams, "conversations", params_file, **overrides)
     counts = build_conversations(slices_dir, geometry_dir, out_dir, params)
     click.echo("; ".join(f"{task}: {c}" for task, c in counts.items()), err=True)
 
@@ -434,9 +449,10 @@ def llm_model(model: str | None, params_file: Path | None) -> str:
 
 @main.command("tiny-model")
 @click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--seed", type=int, help="Weight seed; same seed, same bytes [params: tiny_model.seed].")
 @params_option
 @friendly_errors
-def tiny_model(out_dir: Path, params_file: Path | None) -> None:
+def tiny_model(out_dir: Path, params_file: Path | None, **overrides: Any) -> None:
     """Build the embedded default LLM offline: a tiny random Mllama (LLaMA 3.2 Vision architecture) in OUT_DIR.
 
     It has the real Llama 3.2 Vision tokenizer (128,257 tokens, <|image|> = 128256; from the
@@ -448,7 +464,7 @@ def tiny_model(out_dir: Path, params_file: Path | None) -> None:
     guard([params_file], [out_dir])
     from brats_llm.llm.tiny import TinyModelParams, build_tiny_model
 
-    params = resolve(TinyModelParams, "tiny_model", params_file)
+    params = resolve(TinyModelParams, "tiny_model", params_file, **overrides)
     click.echo(f"tiny Mllama -> {build_tiny_model(out_dir, params)}", err=True)
 
 
@@ -476,8 +492,8 @@ def llm_infer(task: str, revision_file: Path, out_dir: Path, model: str | None, 
     llm.load_in_4bit loads 4-bit weights (CUDA + bitsandbytes only).
 
     \b
-    Example:  brats-llm llm-infer --task bbox data/hub_revision.json models/llm/zeroshot/bbox
-              brats-llm llm-infer --task cls --adapter models/llm/adapters/cls data/hub_revision.json OUT
+    Example:  brats-llm llm-infer --task bbox data/hub_revision.json models/llm_zeroshot/bbox
+              brats-llm llm-infer --task cls --adapter models/llm_adapters/cls data/hub_revision.json models/llm_finetuned/cls
     """
     guard([revision_file, pinned_folder(revision_file), model, adapter, params_file], [out_dir])
     from brats_llm.llm.infer import InferParams, infer
@@ -554,9 +570,13 @@ def llm_consistency(revision_file: Path, out_dir: Path, model: str | None, adapt
 @click.argument("pred_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("revision_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--bootstrap", type=click.IntRange(min=0), help="Bootstrap replicates [params: evaluate_llm.bootstrap].")
+@click.option("--seed", type=int, help="Bootstrap seed [params: evaluate_llm.seed].")
+@click.option("--tie", type=click.Choice(["undetermined", "HGG", "LGG"]), help="Patient vote ties [params: evaluate_llm.tie].")
 @params_option
 @friendly_errors
-def evaluate_llm(task: str, pred_dir: Path, revision_file: Path, out_dir: Path, params_file: Path | None) -> None:
+def evaluate_llm(task: str, pred_dir: Path, revision_file: Path, out_dir: Path, params_file: Path | None,
+                 **overrides: Any) -> None:
     """Score saved LLM predictions (PRED_DIR from llm-infer) per slice, then per patient; no model needed.
 
     \b
@@ -576,7 +596,7 @@ def evaluate_llm(task: str, pred_dir: Path, revision_file: Path, out_dir: Path, 
     guard([pred_dir, revision_file, pinned_folder(revision_file), params_file], [out_dir])
     from brats_llm.evaluate.llm import LlmEvalParams, evaluate_llm as run
 
-    params = resolve(LlmEvalParams, "evaluate_llm", params_file)
+    params = resolve(LlmEvalParams, "evaluate_llm", params_file, **overrides)
     metrics = run(task, pred_dir, revision_file, out_dir, params)
     click.echo(f"{task}: scored {', '.join(metrics)} -> {out_dir}", err=True)
 
@@ -587,9 +607,11 @@ def evaluate_llm(task: str, pred_dir: Path, revision_file: Path, out_dir: Path, 
 @click.option("--card", type=click.Path(dir_okay=False, path_type=Path),
               help="Dataset card of the published data (data/hub/README.md): its 'synthetic' tag labels the report; "
                    "its counts and params give the cohort size, folds and inputs in 'Differences from the paper'.")
+@click.option("--examples", type=click.IntRange(min=0), help="Example figures per group [params: report.examples].")
+@click.option("--digits", type=click.IntRange(min=0), help="Decimals of our numbers [params: report.digits].")
 @params_option
 @friendly_errors
-def report(models_dir: Path, out_dir: Path, card: Path | None, params_file: Path | None) -> None:
+def report(models_dir: Path, out_dir: Path, card: Path | None, params_file: Path | None, **overrides: Any) -> None:
     """Write the reproduction report to OUT_DIR: report.md (+ figures/) and a self-contained report.html.
 
     For each of the paper's Tables 1-10: the paper's numbers (brats_llm/report/paper_numbers.yaml),
@@ -604,7 +626,7 @@ def report(models_dir: Path, out_dir: Path, card: Path | None, params_file: Path
     guard([card, params_file], [out_dir], containers=[models_dir])
     from brats_llm.report.build import ReportParams, build_report
 
-    params = resolve(ReportParams, "report", params_file)
+    params = resolve(ReportParams, "report", params_file, **overrides)
     summary = build_report(models_dir, out_dir, params, card=card)
     click.echo(f"report: tables {summary['tables']}, {summary['figures']} figures -> {out_dir}/report.html", err=True)
 

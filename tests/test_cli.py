@@ -136,3 +136,36 @@ def test_report_without_evaluation_outputs_fails(tmp_path):
     assert result.exit_code == 1
     assert "no evaluation output" in result.output and "evaluate_cls/provenance.json" in result.output
     assert not (tmp_path / "report").exists()
+
+
+@pytest.mark.parametrize("command, options", [
+    ("slices", ["--modalities", "--planes", "--tumour-range-only"]),
+    ("geometry", ["--modality", "--min-tumour-pixels"]),
+    ("conversations", ["--fold", "--seed", "--oversample-lgg"]),
+    ("evaluate-cnn", ["--bootstrap", "--seed"]),
+    ("evaluate-llm", ["--bootstrap", "--seed", "--tie"]),
+    ("report", ["--examples", "--digits"]),
+    ("tiny-model", ["--seed"]),
+])
+def test_every_stage_takes_overrides_for_its_params(command, options):
+    text = CliRunner().invoke(main, [command, "--help"]).output
+    for option in options:
+        assert option in text, (command, option)
+    assert "[params: " in text
+
+
+def test_overrides_reach_the_params(tmp_path, monkeypatch):
+    import brats_llm.geometry.stage as stage
+
+    seen = {}
+    monkeypatch.setattr(stage, "build_geometry", lambda slices_dir, out_dir, params: seen.setdefault("p", params) and 0)
+    (tmp_path / "slices").mkdir()
+    result = CliRunner().invoke(main, ["geometry", str(tmp_path / "slices"), str(tmp_path / "g"), "--min-tumour-pixels", "7"])
+    assert result.exit_code == 0, result.output
+    assert seen["p"].min_tumour_pixels == 7
+
+
+def test_no_usable_case_says_where_to_look_without_a_report(tmp_path):
+    (tmp_path / "raw").mkdir()
+    result = CliRunner().invoke(main, ["prepare", str(tmp_path / "raw"), str(tmp_path / "out")])
+    assert result.exit_code == 1 and "--report" in result.output and "see the report" not in result.output

@@ -149,8 +149,9 @@ def prepare(raw_dir: str | os.PathLike, out_dir: str | os.PathLike, params: Prep
                 write_report(report, params, result)
     except EmptyDatasetError:
         if not result.errors:
-            n_excluded = len(result.excluded)
-            raise NoUsableCaseError(f"{raw_dir}: no usable case ({n_excluded} excluded; see the report)") from None
+            reasons = "; ".join(f"{e.id}: {e.reason}" for e in result.excluded[:3]) or "no case folder found"
+            where = f"see {report}" if report is not None else "rerun with --report FILE for every reason"
+            raise NoUsableCaseError(f"{raw_dir}: no usable case ({len(result.excluded)} excluded: {reasons}; {where})") from None
     if result.errors:
         raise CaseFailuresError(_failures_message(result, report), result)
     return result
