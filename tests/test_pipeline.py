@@ -104,6 +104,9 @@ def test_dvc_config_is_offline_with_a_local_remote():
     config = (ROOT / ".dvc" / "config").read_text()
     assert "analytics = false" in config and "check_update = false" in config
     assert "remote = local" in config
+    url = config.split('url = ', 1)[1].split()[0]  # relative to .dvc/: outside the working copy, so deleting
+    remote = (ROOT / ".dvc" / url).resolve()     # the clone does not delete the backup
+    assert ROOT not in remote.parents and remote != ROOT
 
 
 def dvc(cwd, *args):
