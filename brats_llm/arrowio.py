@@ -9,6 +9,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pyarrow as pa
 from datasets import DatasetInfo, Features, load_from_disk
 from datasets.arrow_writer import ArrowWriter
 
@@ -23,15 +25,69 @@ class EmptyDatasetError(InputError):
     """No row was written: an empty dataset is never published."""
 
 
+#: Rows are buffered and written as one Arrow record batch of about this many bytes: a slice or a
+#: conversation row (a few KB) goes out in batches of thousands, a volume (6 MB) in batches of a few.
+BATCH_BYTES = 32 * 2**20
+
+
+def row_bytes(value: Any) -> int:
+    """Approximate in-memory size of an encoded row (arrays, bytes and strings; nested lists and dicts)."""
+    if isinstance(value, np.ndarray):
+        return value.nbytes
+    if isinstance(value, (bytes, str)):
+        return len(value)
+    if isinstance(value, dict):
+        return sum(row_bytes(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return sum(row_bytes(v) for v in value)
+    return 8
+
+
 class RowWriter:
-    """Encodes rows with the dataset's ``Features`` (images become PNG bytes) and appends them."""
+    """Encodes rows with the dataset's ``Features`` (images become PNG bytes) and appends them in batches.
+
+    The batch size is set from the first row's size (:data:`BATCH_BYTES`), so memory stays bounded
+    whatever the row, and the bytes on disk depend only on the rows.
+    """
 
     def __init__(self, writer: ArrowWriter, features: Features):
         self._writer, self._features, self.rows = writer, features, 0
+        self._batch: int | None = None
+        self._encoded: list[dict[str, Any]] = []  # rows given already encoded, not yet written
 
-    def write(self, row: dict[str, Any]) -> None:
-        self._writer.write(self._features.encode_example(row))
+    def write(self, row: dict[str, Any], *, encoded: bool = False) -> None:
+        """Append ``row``.
+
+        ``encoded=True``: the row is already in the Arrow form ``Features.encode_example`` gives
+        (images as ``{"bytes", "path"}``, no arrays, only plain Python values); it is neither encoded
+        nor walked again, and each batch goes to Arrow in one C++ conversion (the same bytes on disk).
+        A writer takes either encoded rows or rows to encode, not both.
+        """
+        if self._batch is not None and encoded != self._takes_encoded:
+            raise ValueError("a RowWriter takes either encoded rows or rows to encode, not both")
+        example = row if encoded else self._features.encode_example(row)
+        if self._batch is None:
+            self._batch = max(1, BATCH_BYTES // max(1, row_bytes(example)))
+            self._takes_encoded = encoded
+            # ArrowWriter also cuts every table it writes into record batches of its writer_batch_size
+            # (1 from dataset_writer): the batch must be the record batch on disk too, not just in memory.
+            self._writer.writer_batch_size = self._batch
+        if encoded:
+            self._encoded.append(example)
+            if len(self._encoded) >= self._batch:
+                self.flush()
+        else:
+            self._writer.write(example, writer_batch_size=self._batch)
         self.rows += 1
+
+    _takes_encoded = False
+
+    def flush(self) -> None:
+        """Write the buffered encoded rows as one record batch."""
+        if self._encoded:
+            table = pa.Table.from_pylist(self._encoded, schema=self._features.arrow_schema)
+            self._writer.write_table(table, writer_batch_size=self._batch)
+            self._encoded = []
 
 
 @contextmanager
@@ -51,6 +107,7 @@ def dataset_writer(out_dir: str | os.PathLike, features: Features, description: 
         with ArrowWriter(features=features, path=str(staging / DATA_FILE), writer_batch_size=1) as arrow:
             rows = RowWriter(arrow, features)
             yield rows
+            rows.flush()
             _, num_bytes = arrow.finalize()
         if rows.rows == 0:
             raise EmptyDatasetError(f"{out_dir}: no rows to write")

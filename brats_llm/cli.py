@@ -476,7 +476,8 @@ def tiny_model(out_dir: Path, params_file: Path | None, **overrides: Any) -> Non
 @click.option("--adapter", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="LoRA adapter folder (from llm-finetune) applied on the base model.")
 @click.option("--batch-size", type=click.IntRange(min=1), help="Slices per generate call [params: llm.batch_size].")
-@click.option("--max-rows", type=click.IntRange(min=0), help="Only the first N rows (0 = all) [params: llm.max_rows].")
+@click.option("--max-rows", type=click.IntRange(min=0),
+              help="Only N rows, sampled across patients with llm.seed, in dataset order (0 = all) [params: llm.max_rows].")
 @params_option
 @friendly_errors
 def llm_infer(task: str, revision_file: Path, out_dir: Path, model: str | None, adapter: Path | None,
@@ -490,6 +491,11 @@ def llm_infer(task: str, revision_file: Path, out_dir: Path, model: str | None, 
     Finished batches are kept in .<OUT_DIR name>.resume/ beside OUT_DIR: an interrupted run, rerun
     with the same inputs and params, generates only the missing batches (same output bytes).
     llm.load_in_4bit loads 4-bit weights (CUDA + bitsandbytes only).
+
+    Under torchrun (or accelerate launch) the batches are shared between the ranks, one GPU each
+    (gloo on CPU), and rank 0 writes OUT_DIR: predictions.jsonl is byte-identical to a single-process
+    run; run.json differs only in world_size and rows_per_rank. E.g. on 4 GPUs:
+    torchrun --nproc_per_node 4 $(which brats-llm) llm-infer --task cls data/hub_revision.json OUT
 
     \b
     Example:  brats-llm llm-infer --task bbox data/hub_revision.json models/llm_zeroshot/bbox
@@ -552,7 +558,9 @@ def llm_consistency(revision_file: Path, out_dir: Path, model: str | None, adapt
 
     Runs the general model and, with --adapter, the fine-tuned one (the paper's consistency test,
     95 repeats). Sampled by default, as answers varied in the paper; with do_sample false the
-    output says that greedy repeats are identical by construction.
+    output says that greedy repeats are identical by construction. Agreement is the majority
+    label's share of the parsed answers, with the parse rate beside it. Under torchrun the generate
+    calls are shared between the ranks (the same outputs as one process).
     """
     guard([revision_file, pinned_folder(revision_file), model, adapter, params_file], [out_dir])
     from brats_llm.llm.consistency import ConsistencyParams, consistency

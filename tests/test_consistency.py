@@ -17,6 +17,11 @@ def test_greedy_and_sampled_runs(published, tiny_model, tmp_path):
     metrics = consistency(published, tmp_path / "greedy", str(tiny_model), greedy, adapters={"general": None}, progress=False)
     for image in metrics["general"].values():
         assert image["distinct_answers"] == 1 and image["HGG"] + image["LGG"] + image["NG"] + image["unparsable"] == 5
+        assert image["answers"] == 5 and image["parse_rate"] == image["parsed"] / 5
+        if image["parsed"]:  # agreement among parsed answers only; greedy repeats agree fully
+            assert image["agreement"] == 1.0 and image[image["majority"]] == image["parsed"]
+        else:
+            assert image["agreement"] is None and image["agreement_note"] == "no parsed answer"
     record = json.loads((tmp_path / "greedy" / "provenance.json").read_text())
     assert record["decoding"].startswith("greedy") and record["smoke_model"] is True
     sampled = ConsistencyParams(repeats=6, do_sample=True, temperature=1.5, top_p=1.0, max_new_tokens=6, batch_size=4)
@@ -25,3 +30,17 @@ def test_greedy_and_sampled_runs(published, tiny_model, tmp_path):
     answers = (tmp_path / "sampled" / "answers.jsonl").read_text().splitlines()
     assert len(answers) == 6 * len(metrics["general"])
     assert (tmp_path / "sampled" / "plots" / "images" / "consistency_general.png").is_file()
+
+
+def test_agreement_is_over_parsed_answers(published, tiny_model, tmp_path, monkeypatch):
+    """3 unparsable answers of 5 and 2 parsed, equal: agreement 1.0 among parsed, parse rate 0.4."""
+    import brats_llm.llm.consistency as module
+
+    replies = iter(['{"label": "HGG-1"}', "no idea", "no idea", '{"label": "HGG-1"}', "no idea"] * 2)
+    monkeypatch.setattr(module, "generate", lambda model, processor, images, prompts, **kw: [next(replies) for _ in prompts])
+    params = ConsistencyParams(repeats=5, do_sample=False, max_new_tokens=6, batch_size=2)
+    metrics = consistency(published, tmp_path / "c", str(tiny_model), params, adapters={"general": None}, progress=False)
+    image = next(iter(metrics["general"].values()))
+    assert (image["HGG"], image["unparsable"], image["parsed"], image["answers"]) == (2, 3, 2, 5)
+    assert image["parse_rate"] == 0.4 and image["agreement"] == 1.0 and image["majority"] == "HGG"
+    assert json.loads((tmp_path / "c" / "metrics.json").read_text()) == metrics

@@ -130,3 +130,52 @@ def test_extra_planes_are_test_only_unless_asked(built, tmp_path):
     assert "coronal" in set(load_conversations(tmp_path / "conv2", "cls")["train"]["plane"])
     with pytest.raises(ValueError, match="finetune_planes"):
         ConversationParams(finetune_planes=("oblique",))
+
+
+def test_batched_build_equals_the_row_by_row_one(built, tmp_path):
+    """Rows read in batches, PNG bytes passed through, rows written pre-encoded: every row (image bytes
+    included) equals what the row-by-row builder made from ``source[index]``; record batches hold many rows."""
+    import pyarrow as pa
+    from datasets import Image, load_from_disk
+
+    from brats_llm.arrowio import DATA_FILE
+    from brats_llm.conversations.build import (ConversationParams, _targets, build_conversations, conversation,
+                                               conversation_features, image_size, load_conversations)
+    from brats_llm.slices.slices import load_slices
+
+    params = ConversationParams()
+    build_conversations(built / "slices", built / "geometry", tmp_path / "conv", params, progress=False)
+    assert (tmp_path / "conv" / "cls").is_dir()
+    slices = load_slices(built / "slices").cast_column("image", Image(decode=False))
+    geometry = load_from_disk(str(built / "geometry")).cast_column("image", Image(decode=False))
+    features = conversation_features()
+    for task in TASKS:
+        source = slices if task == "cls" else geometry
+        for split, rows in load_conversations(tmp_path / "conv", task).items():
+            stored = rows.cast_column("images", [Image(decode=False)])
+            seen = {(r["patient_id"], r["slice_index"], r["plane"]) for r in stored}
+            lookup = {(r["patient_id"], r["slice_index"], r.get("plane", "axial")): i for i, r in
+                      enumerate(source.select_columns([c for c in ("patient_id", "slice_index", "plane") if c in source.column_names]))
+                      if (r["patient_id"], r["slice_index"], r.get("plane", "axial")) in seen}
+            for row in stored:
+                old = source[lookup[row["patient_id"], row["slice_index"], row["plane"]]]  # the row-by-row way
+                if task == "cls":
+                    label = old["label"] if old["has_tumour"] else 2
+                    answer = answer_text("cls", (label, keywords(label, np.asarray(old["mask"]), old["plane"])))
+                    target, plane = label, old["plane"]
+                else:
+                    value, target = _targets(task, old)
+                    answer, plane = answer_text(task, value), "axial"
+                chat = conversation(task, old["image"], answer, plane=plane, modality=old.get("modality") or "flair")
+                expected = features.encode_example({**chat, "patient_id": old["patient_id"], "grade": old["grade"],
+                                                    "plane": plane, "slice_index": old["slice_index"],
+                                                    "target": json.dumps(target if task == "cls" else np.round(np.asarray(target, dtype=float), 2).tolist())})
+                assert row == expected
+            batches = pa.ipc.open_stream(pa.memory_map(str(tmp_path / "conv" / task / split / DATA_FILE))).read_all().to_batches()
+            assert len(batches) == 1 < len(rows) or len(rows) == 1
+    import io
+
+    from PIL import Image as PILImage
+
+    png = slices[0]["image"]
+    assert image_size(png) == PILImage.open(io.BytesIO(png["bytes"])).size[::-1]

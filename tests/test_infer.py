@@ -196,3 +196,85 @@ def test_an_interrupted_run_resumes_with_the_same_bytes(published, tiny_model, t
     with caplog.at_level(logging.INFO, logger="brats_llm.llm.infer"):
         infer("cls", published, tmp_path / "models" / "other", changed, progress=False)
     assert [start + params.seed - changed.seed for start in starts] == [0, 2, 4, 6] and "starting fresh" in caplog.text
+
+
+def test_max_rows_samples_across_patients(published, tiny_model, tmp_path):
+    """llm.max_rows draws rows over the whole split with llm.seed, kept in dataset order (not the first N)."""
+    assert infer_module.sample_rows(10, 0, 1) is None and infer_module.sample_rows(10, 10, 1) is None
+    picked = infer_module.sample_rows(1000, 20, 2020)
+    assert picked == sorted(picked) and len(set(picked)) == 20 and picked != list(range(20))
+    assert picked == infer_module.sample_rows(1000, 20, 2020) != infer_module.sample_rows(1000, 20, 1)
+    split = load_published(published, "conversations-cls")["test"]
+    params = InferParams(model=str(tiny_model), batch_size=4, max_rows=6, max_new_tokens={"cls": 2, "center": 2, "bbox": 2, "polygon": 2})
+    infer("cls", published, tmp_path / "cls", params, progress=False)
+    rows, _ = read_predictions(tmp_path / "cls")
+    expected = [split[i] for i in infer_module.sample_rows(len(split), 6, params.seed)]
+    assert [(r["patient_id"], r["slice_index"]) for r in rows] == [(e["patient_id"], e["slice_index"]) for e in expected]
+    first = [split[i]["patient_id"] for i in range(6)]
+    assert len({r["patient_id"] for r in rows}) > len(set(first))  # the first 6 rows are fewer patients
+
+
+def test_resume_reads_every_ranks_log(published, tiny_model, tmp_path, monkeypatch):
+    """Batches finished by any rank of an earlier (sharded) attempt are reused; run.json records the shares."""
+    params = InferParams(model=str(tiny_model), batch_size=2, max_rows=7, max_new_tokens={"cls": 4, "center": 4, "bbox": 4, "polygon": 4})
+    whole = infer("cls", published, tmp_path / "whole", params, progress=False)
+    assert whole["world_size"] == 1 and whole["rows_per_rank"] == [7]
+    assert infer_module.Ranks(2, 0).share(4) == [0, 2] and infer_module.Ranks(2, 1).share(4) == [1, 3]
+    real, starts = infer_module.generate, []
+
+    def interrupted(*args, **kwargs):
+        starts.append(kwargs["seed"] - params.seed)
+        if len(starts) == 4:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(infer_module, "generate", interrupted)
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        infer("cls", published, out, params, progress=False)
+    resume = infer_module.resume_dir(out)
+    lines = (resume / "batches.jsonl").read_text().splitlines(keepends=True)
+    assert len(lines) == 3  # as if rank 1 of a 2-rank run had answered batches 1 and the torn half of one more
+    (resume / "batches.jsonl").write_text(lines[0] + lines[2])
+    (resume / "batches.rank1.jsonl").write_text(lines[1] + lines[1][:20])
+    starts.clear()
+    monkeypatch.setattr(infer_module, "generate", lambda *a, **k: starts.append(k["seed"] - params.seed) or real(*a, **k))
+    again = infer("cls", published, out, params, progress=False)
+    assert starts == [6] and again == whole and not resume.exists()
+    assert (out / "predictions.jsonl").read_bytes() == (tmp_path / "whole" / "predictions.jsonl").read_bytes()
+
+
+@pytest.mark.slow
+def test_sharded_inference_under_torchrun(published, tiny_model, tmp_path):
+    """Two CPU ranks (gloo): predictions.jsonl byte-identical to one process, sampled answers included;
+    run.json differs only in world_size and rows_per_rank; llm-consistency's outputs are identical."""
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    (tmp_path / "params.yaml").write_text(
+        "llm:\n  batch_size: 2\n  max_rows: 7\n  do_sample: true\n  temperature: 1.5\n  top_p: 1.0\n"
+        "  max_new_tokens: {cls: 6, center: 6, bbox: 6, polygon: 6}\n"
+        "llm_consistency:\n  repeats: 5\n  batch_size: 2\n  max_new_tokens: 6\n  temperature: 1.5\n  top_p: 1.0\n")
+    exe = shutil.which("brats-llm", path=str(Path(sys.executable).parent))
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533"]
+    options = ["--model", str(tiny_model), "--params", str(tmp_path / "params.yaml")]
+    outputs = {}
+    for name, prefix in (("single", []), ("sharded", torchrun)):
+        for command in (["llm-infer", "--task", "cls", *options, str(published), str(tmp_path / name / "cls")],
+                        ["llm-consistency", *options, str(published), str(tmp_path / name / "consistency")]):
+            result = subprocess.run([*prefix, exe, *command], capture_output=True, text=True, timeout=300,
+                                    cwd=tmp_path, check=False)
+            assert result.returncode == 0, result.stderr[-3000:]
+        outputs[name] = tmp_path / name
+    single, sharded = outputs["single"], outputs["sharded"]
+    assert (sharded / "cls" / "predictions.jsonl").read_bytes() == (single / "cls" / "predictions.jsonl").read_bytes()
+    one, two = (json.loads((folder / "cls" / "run.json").read_text()) for folder in (single, sharded))
+    assert (one.pop("world_size"), one.pop("rows_per_rank"), two.pop("world_size"), two.pop("rows_per_rank")) == (1, [7], 2, [4, 3])
+    assert one == two
+    rows, _ = read_predictions(single / "cls")
+    assert len({r["response"] for r in rows}) > 1  # sampled
+    for name in ("answers.jsonl", "metrics.json", "provenance.json", "plots/images/consistency_general.png"):
+        assert (sharded / "consistency" / name).read_bytes() == (single / "consistency" / name).read_bytes(), name
+    assert not list(tmp_path.glob("**/.*.resume"))

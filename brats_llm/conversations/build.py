@@ -99,9 +99,17 @@ def keywords(label: int, mask: np.ndarray, plane: str = "axial") -> list[str]:
     return [*GRADE_KEYWORDS[label][:3], size, side, front, margin, focality, *GRADE_KEYWORDS[label][3:]]
 
 
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+#: Rows read from the slices / geometry dataset per batch (a few MB of PNG bytes).
+READ_BATCH = 512
+
+
 def image_size(image) -> tuple[int, int]:
     """(height, width) of a slice image: a PIL image, an array, or undecoded {"bytes": PNG} (header only)."""
     if isinstance(image, dict):
+        data = image["bytes"]
+        if data[:8] == PNG_SIGNATURE and data[12:16] == b"IHDR":  # width, height: big-endian after the chunk type
+            return int.from_bytes(data[20:24], "big"), int.from_bytes(data[16:20], "big")
         from PIL import Image as PILImage
 
         width, height = PILImage.open(io.BytesIO(image["bytes"])).size
@@ -157,6 +165,47 @@ def _targets(task: str, row: dict) -> tuple[object, object]:
     return row["polygon"], row["polygon"]
 
 
+def _decode_mask(image: dict) -> np.ndarray:
+    """A stored mask PNG as an array (as ``datasets.Image`` decodes it: PIL, no mode conversion).
+
+    8-bit greyscale PNGs (what the slices stage writes) are decoded by OpenCV, which gives the same
+    array several times faster; other PNGs by PIL.
+    """
+    data = image["bytes"]
+    if data[:8] == PNG_SIGNATURE and data[12:16] == b"IHDR" and data[24:26] == b"\x08\x00":  # bit depth 8, grey
+        return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    from PIL import Image as PILImage
+
+    with PILImage.open(io.BytesIO(data)) as decoded:
+        return np.asarray(decoded)
+
+
+def _read_rows(source, indices: list[int], columns: list[str]):
+    """Rows ``indices`` of ``source`` (only ``columns``), read :data:`READ_BATCH` at a time, in order."""
+    table = source.select_columns(columns)
+    for start in range(0, len(indices), READ_BATCH):
+        batch = table[indices[start:start + READ_BATCH]]
+        yield from (dict(zip(batch, values)) for values in zip(*batch.values()))
+
+
+def _chat_row(task: str, row: dict, plane_default: str = "axial") -> dict:
+    """One conversation row, already in the Arrow-encoded form of :func:`conversation_features`
+    (the image stays the stored PNG: {"bytes", "path"})."""
+    if task == "cls":
+        label = row["label"] if row["has_tumour"] else 2
+        mask = _decode_mask(row["mask"]) if label != 2 else None  # tumour-free slices: fixed keywords
+        answer = answer_text("cls", (label, keywords(label, mask, row["plane"])))
+        target, plane = label, row["plane"]
+    else:
+        value, target = _targets(task, row)
+        answer, plane = answer_text(task, value), plane_default
+    image = {"bytes": row["image"]["bytes"], "path": row["image"]["path"]}
+    chat = conversation(task, image, answer, plane=plane, modality=row.get("modality") or "flair")
+    return {**chat, "patient_id": row["patient_id"], "grade": row["grade"], "plane": plane,
+            "slice_index": row["slice_index"],
+            "target": json.dumps(target if task == "cls" else np.round(np.asarray(target, dtype=float), 2).tolist())}
+
+
 def build_conversations(slices_dir: str | os.PathLike, geometry_dir: str | os.PathLike, out_dir: str | os.PathLike,
                         params: ConversationParams, *, progress: bool = True) -> dict[str, dict[str, int]]:
     """Write ``out_dir/<task>/<split>`` datasets (a ``DatasetDict`` per task) and ``out_dir/summary.json``.
@@ -169,14 +218,17 @@ def build_conversations(slices_dir: str | os.PathLike, geometry_dir: str | os.Pa
     Returns:
         Rows per task and split.
     """
-    # Images pass through as PNG bytes (no decode / re-encode); only cls masks are decoded.
-    slices = load_slices(slices_dir).cast_column("image", Image(decode=False))
+    # Images pass through as PNG bytes (no decode / re-encode); only cls masks with tumour are decoded.
+    # Rows are read in batches and written already encoded (no per-row formatting or encoding).
+    slices = load_slices(slices_dir).cast_column("image", Image(decode=False)).cast_column("mask", Image(decode=False))
     geometry = load_from_disk(str(geometry_dir)).cast_column("image", Image(decode=False))
     counts: dict[str, dict[str, int]] = {}
     with atomic.atomic_dir(out_dir, kind="conversations") as staging:
         for task in TASKS:
             source = slices if task == "cls" else geometry
-            columns = source.select_columns(["split", "fold", "label"] + (["has_tumour", "plane"] if task == "cls" else []))
+            names = ["split", "fold", "label"] + (["has_tumour", "plane"] if task == "cls" else [])
+            columns = source.select_columns(names)[:]
+            columns = [dict(zip(names, values)) for values in zip(*(columns[n] for n in names))]
             by_split: dict[str, list[int]] = {s: [] for s in SPLITS}
             for i, row in enumerate(columns):
                 split = split_of(row["split"], params.fold, row["fold"])
@@ -195,20 +247,11 @@ def build_conversations(slices_dir: str | os.PathLike, geometry_dir: str | os.Pa
                     continue
                 with dataset_writer(staging / task / split, conversation_features(), f"{task} conversations ({split})",
                                     kind="conversation-split") as writer:
-                    for index in tqdm(indices, desc=f"{task} {split}", unit="chat", disable=not progress, leave=False):
-                        row = source[index]
-                        if task == "cls":
-                            mask = np.asarray(row["mask"])
-                            label = row["label"] if row["has_tumour"] else 2
-                            answer = answer_text("cls", (label, keywords(label, mask, row["plane"])))
-                            target, plane = label, row["plane"]
-                        else:
-                            value, target = _targets(task, row)
-                            answer, plane = answer_text(task, value), "axial"
-                        chat = conversation(task, row["image"], answer, plane=plane, modality=row.get("modality") or "flair")
-                        writer.write({**chat, "patient_id": row["patient_id"],
-                                      "grade": row["grade"], "plane": plane, "slice_index": row["slice_index"],
-                                      "target": json.dumps(target if task == "cls" else np.round(np.asarray(target, dtype=float), 2).tolist())})
+                    wanted = ["patient_id", "grade", "slice_index", "image"] + (
+                        ["label", "has_tumour", "plane", "modality", "mask"] if task == "cls" else [task])
+                    rows = _read_rows(source, indices, [c for c in wanted if c in source.column_names])
+                    for row in tqdm(rows, total=len(indices), desc=f"{task} {split}", unit="chat", disable=not progress, leave=False):
+                        writer.write(_chat_row(task, row), encoded=True)
                 counts[task][split] = len(indices)
             atomic.write_json(staging / task / "dataset_dict.json", {"splits": [s for s in SPLITS if s in counts[task]]})
         atomic.write_json(staging / "summary.json", {"prompt_version": PROMPT_VERSION, "counts": counts,

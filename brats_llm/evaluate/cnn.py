@@ -177,50 +177,74 @@ def per_patient_csv_rows(patient_ids: list[str], per_patient: dict[str, list[dic
     return rows
 
 
+#: Patients held in memory at once by evaluate_seg (predict's batch of 2: the same batches as a whole split).
+SEG_CHUNK = 2
+
+
+def _seg_chunks(model, volumes_dir, patients: list[str], factor: int, target: str):
+    """(full-size data, truths (n, regions, D, H, W) bool, probabilities at the stored grid) per
+    :data:`SEG_CHUNK` patients of one split, in order: memory is flat in the number of patients."""
+    for start in range(0, len(patients), SEG_CHUNK):
+        chunk = patients[start:start + SEG_CHUNK]
+        full = load_split(volumes_dir, chunk, 1, progress=False, target=target)
+        inputs = full if factor == 1 else load_split(volumes_dir, chunk, factor, progress=False, target=target)
+        truths = full.masks.numpy().astype(bool)
+        if truths.ndim == 4:  # one region: (n, 1, D, H, W) from here on
+            truths = truths[:, None]
+        yield full, truths, _upsampled_probabilities(model, inputs, truths.shape[-3:])
+
+
 def evaluate_seg(model, meta, members, volumes_dir, out_dir, params: SegEvalParams, live) -> dict[str, Any]:
+    """Segmentation metrics per split, streamed :data:`SEG_CHUNK` patients at a time.
+
+    First pass, on validation (train when there is none): Dice of every patient and region at every
+    candidate threshold; only these numbers are kept, and the best mean picks the threshold. Second
+    pass, every split: per-patient metrics at that threshold, the constant baselines and overlays.
+    """
     factor = meta["params"]["downsample"]
     target = meta["params"].get("target", "wt")
     regions = REGION_NAMES if target == "regions" else ("wt",)
-    probs, truths, full = {}, {}, {}
-    for split in SPLITS:
-        full[split] = load_split(volumes_dir, members[split], 1, progress=False, target=target)
-        if len(full[split]) == 0:
-            continue
-        inputs = full[split] if factor == 1 else load_split(volumes_dir, members[split], factor, progress=False, target=target)
-        truths[split] = full[split].masks.numpy().astype(bool)
-        if truths[split].ndim == 4:  # one region: (N, 1, D, H, W) from here on
-            truths[split] = truths[split][:, None]
-        probs[split] = _upsampled_probabilities(model, inputs, truths[split].shape[-3:])
-    tuning = "validation" if "validation" in probs else "train"
-    mean_dice = {t: float(np.mean([dice(p >= t, m) for p, m in zip(probs[tuning].reshape(-1, *probs[tuning].shape[2:]),
-                                                                     truths[tuning].reshape(-1, *truths[tuning].shape[2:]))]))
-                 for t in params.thresholds}
+    splits = [split for split in SPLITS if members[split]]
+    tuning = "validation" if "validation" in splits else "train"
+    dices: dict[float, list[float]] = {t: [] for t in params.thresholds}  # patient-major, region-minor
+    for _, truths, probs in _seg_chunks(model, volumes_dir, members[tuning], factor, target):
+        for p, m in zip(probs.reshape(-1, *probs.shape[2:]), truths.reshape(-1, *truths.shape[2:])):
+            for t in params.thresholds:
+                dices[t].append(dice(p >= t, m))
+    mean_dice = {t: float(np.mean(dices[t])) for t in params.thresholds}
     threshold = max(params.thresholds, key=lambda t: (mean_dice[t], -abs(t - 0.5)))
     live.log_metric("threshold", threshold, plot=False)
     results, distributions = {"threshold": threshold, "threshold_tuned_on": tuning, "target": target}, {}
     options = {"dilation": params.lesion_dilation, "min_volume_mm3": params.lesion_min_volume_mm3}
-    for split in probs:
-        spacing = full[split].spacing_mm
-        per_patient = {region: [region_metrics(p[r] >= threshold, m[r], s, **options)
-                                for p, m, s in zip(probs[split], truths[split], spacing)]
-                       for r, region in enumerate(regions)}
+    overlays = []
+    for split in splits:
+        per_patient: dict[str, list[dict[str, float]]] = {region: [] for region in regions}
+        baselines: dict[tuple[str, str], list[dict[str, float]]] = {
+            (region, name): [] for region in regions for name in ("all_background", "all_foreground")}
+        seen = 0
+        for data, truths, probs in _seg_chunks(model, volumes_dir, members[split], factor, target):
+            for i, (p, m, s) in enumerate(zip(probs, truths, data.spacing_mm)):
+                for r, region in enumerate(regions):
+                    per_patient[region].append(region_metrics(p[r] >= threshold, m[r], s, **options))
+                    for name, constant in (("all_background", False), ("all_foreground", True)):
+                        baselines[region, name].append(segmentation_metrics(np.full(m[r].shape, constant), m[r], s))
+                if split == "test" and seen + i < params.overlays:
+                    k = int(m[0].sum(axis=(1, 2)).argmax())
+                    overlays.append((data.patient_ids[i], figures.overlay(data.images[i, 0, k].numpy(), m[0][k],
+                                                                          p[0, k] >= threshold)))
+            seen += len(data)
         results[split] = summarise_regions(per_patient, params.bootstrap, params.seed)
         log_nested(live, split, results[split])
-        for r, region in enumerate(regions):
+        for region in regions:
             where = split if region == "wt" else f"{split}/{region}"
-            for name, constant in (("all_background", False), ("all_foreground", True)):
-                baseline = [segmentation_metrics(np.full(m[r].shape, constant), m[r], s) for m, s in zip(truths[split], spacing)]
+            for name in ("all_background", "all_foreground"):
+                baseline = baselines[region, name]
                 _log(live, f"{where}/baseline_{name}", {k: float(np.mean([b[k] for b in baseline])) for k in baseline[0]})
         distributions[split] = [row["dice"] for row in per_patient[regions[0]]]
-        atomic.write_csv(out_dir / "predictions" / f"{split}.csv", per_patient_csv_rows(full[split].patient_ids, per_patient))
+        atomic.write_csv(out_dir / "predictions" / f"{split}.csv", per_patient_csv_rows(members[split], per_patient))
     live.log_image("dice_per_patient.png", figures.distribution_figure(distributions, "Dice (WT)"))
-    if "test" in probs:
-        data = full["test"]
-        for i in range(min(params.overlays, len(data))):
-            truth = truths["test"][i, 0]
-            k = int(truth.sum(axis=(1, 2)).argmax())
-            flair = data.images[i, 0, k].numpy()
-            live.log_image(f"overlays/{data.patient_ids[i]}.png", figures.overlay(flair, truth[k], probs["test"][i, 0, k] >= threshold))
+    for patient_id, image in overlays:
+        live.log_image(f"overlays/{patient_id}.png", image)
     return results
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections import Counter
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -13,8 +12,10 @@ from tqdm.auto import tqdm
 from brats_llm import atomic
 from brats_llm.conversations.parse import parse_answer
 from brats_llm.conversations.prompts import CLASS_ANSWERS, PROMPT_VERSION
+from brats_llm.evaluate.consistency_metrics import answer_summary
 from brats_llm.llm.infer import generate, prompt_texts
 from brats_llm.llm.model import is_smoke_model, load_model, read_revision
+from brats_llm.llm.shard import ranks as shard_ranks
 
 
 @dataclass(frozen=True)
@@ -37,7 +38,7 @@ class ConsistencyParams:
     temperature: float = 0.6
     top_p: float = 0.9
     max_new_tokens: int = 64
-    batch_size: int = 16
+    batch_size: int = 32
     seed: int = 2020
     split: str = "test"
 
@@ -68,43 +69,67 @@ def consistency(revision_file: str | os.PathLike, out_dir: str | os.PathLike, mo
     Args:
         adapters: variant name -> adapter folder (None = the general, zero-shot model).
 
-    Writes ``answers.jsonl`` (every answer), ``metrics.json`` (counts and agreement = share of the
-    most frequent answer) and ``plots/images/consistency_<variant>.png`` under ``out_dir``.
+    Writes ``answers.jsonl`` (every answer), ``metrics.json`` (per image: counts per label,
+    parse rate, majority label and agreement = share of the majority label among *parsed* answers,
+    :func:`~brats_llm.evaluate.consistency_metrics.answer_summary`) and
+    ``plots/images/consistency_<variant>.png`` under ``out_dir``.
+
+    Under ``torchrun`` the generate calls (variant, image, batch of repeats) are shared between the
+    ranks; seeds depend on the image and batch only, so every output is the single-process one.
     """
     from brats_llm.evaluate.figures import bars_figure, write_png
     from brats_llm.publish.hub import load_published
 
+    ranks = shard_ranks()  # before anything starts CUDA: pins this rank's GPU
     revision = read_revision(revision_file)
     rows = load_published(revision_file, "conversations-cls")[params.split]
     meta = list(rows.select_columns(["patient_id", "grade", "plane", "slice_index"]))
-    chosen = pick_slices(meta)
+    chosen = list(pick_slices(meta).items())
     answers, metrics, pictures = [], {}, {}
     decoding = (f"sampled (temperature {params.temperature}, top_p {params.top_p})" if params.do_sample
                 else "greedy: every repeat is identical by construction")
+    # One unit = one generate call; rank r answers units i with i % world == r.
+    units = [(variant, number, start) for variant in adapters for number in range(len(chosen))
+             for start in range(0, params.repeats, params.batch_size)]
+    mine = [units[i] for i in ranks.share(len(units))]
+    answered: dict[tuple[str, int, int], list[str]] = {}
     for variant, adapter in adapters.items():
+        todo = [unit for unit in mine if unit[0] == variant]
+        if not todo:
+            continue
         model, processor = load_model(model_id, adapter)
+        inputs = {}
+        for _, number, start in tqdm(todo, desc=f"consistency {variant}", disable=not progress or not ranks.main,
+                                     leave=False):
+            if number not in inputs:
+                row = rows[chosen[number][1]]
+                inputs[number] = row["images"][0].convert("RGB"), prompt_texts(processor, [row["messages"]])[0]
+            image, prompt = inputs[number]
+            n = min(params.batch_size, params.repeats - start)
+            answered[variant, number, start] = generate(
+                model, processor, [image] * n, [prompt] * n, max_new_tokens=params.max_new_tokens,
+                do_sample=params.do_sample, temperature=params.temperature, top_p=params.top_p,
+                seed=params.seed + 1000 * number + start)
+    for share in ranks.all_gather(answered):
+        answered.update(share)
+    for variant in adapters:
         metrics[variant] = {}
-        for number, (grade, index) in enumerate(chosen.items()):
-            row = rows[index]
-            image, prompt = row["images"][0].convert("RGB"), prompt_texts(processor, [row["messages"]])[0]
-            texts: list[str] = []
-            for start in tqdm(range(0, params.repeats, params.batch_size), desc=f"consistency {variant} {grade}",
-                              disable=not progress, leave=False):
-                n = min(params.batch_size, params.repeats - start)
-                texts += generate(model, processor, [image] * n, [prompt] * n, max_new_tokens=params.max_new_tokens,
-                                  do_sample=params.do_sample, temperature=params.temperature, top_p=params.top_p,
-                                  seed=params.seed + 1000 * number + start)
+        for number, (grade, index) in enumerate(chosen):
+            texts = [text for start in range(0, params.repeats, params.batch_size)
+                     for text in answered[variant, number, start]]
             labels = [answer_label(t) for t in texts]
-            counts = Counter(labels)
             metrics[variant][f"{grade}_image"] = {"patient_id": meta[index]["patient_id"],
                                                   "slice_index": meta[index]["slice_index"],
-                                                  **{k: counts.get(k, 0) for k in ("HGG", "LGG", "NG", "unparsable")},
-                                                  "agreement": max(counts.values()) / len(labels),
+                                                  **answer_summary(labels),
                                                   "distinct_answers": len(set(texts))}
             answers += [{"variant": variant, "grade": grade, "repeat": i, "response": t, "label": lab}
                         for i, (t, lab) in enumerate(zip(texts, labels))]
-        pictures[variant] = bars_figure({k: {a: v[a] for a in ("HGG", "LGG", "NG", "unparsable")}
-                                         for k, v in metrics[variant].items()}, f"{params.repeats} answers ({variant})")
+        if ranks.main:
+            pictures[variant] = bars_figure({k: {a: v[a] for a in ("HGG", "LGG", "NG", "unparsable")}
+                                             for k, v in metrics[variant].items()}, f"{params.repeats} answers ({variant})")
+    if not ranks.main:
+        ranks.barrier()  # rank 0 has written out_dir
+        return metrics
     record = {"model": model_id, "smoke_model": is_smoke_model(model_id), "adapters": {k: str(v) if v else None for k, v in adapters.items()},
               "decoding": decoding, "prompt_version": PROMPT_VERSION, "params": asdict(params),
               "dataset_revision": revision["revision"]}
@@ -114,4 +139,5 @@ def consistency(revision_file: str | os.PathLike, out_dir: str | os.PathLike, mo
         atomic.write_json(staging / "provenance.json", record)
         for variant, rgb in pictures.items():
             write_png(staging / "plots" / "images" / f"consistency_{variant}.png", rgb)
+    ranks.barrier()
     return metrics

@@ -21,6 +21,8 @@ from brats_llm.conversations.parse import parse_answer
 from brats_llm.conversations.prompts import CLASS_ANSWERS, PROMPT_VERSION, TASKS
 from brats_llm.errors import InputError, OutputError
 from brats_llm.llm.model import adapter_record, check_adapter, is_smoke_model, load_model, read_revision
+from brats_llm.llm.shard import Ranks
+from brats_llm.llm.shard import ranks as shard_ranks
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +52,8 @@ class InferParams:
         temperature, top_p: used only with ``do_sample`` (Llama 3.2 Vision's generation_config: 0.6, 0.9).
         seed: sampling seed, set before every batch.
         split: conversation split to run on.
-        max_rows: 0 = every row; N = the first N rows (quick checks).
+        max_rows: 0 = every row; N = N rows sampled across the split with ``seed`` (quick checks;
+            kept in their dataset order, so patients are spread, not the first patient's slices).
         load_in_4bit: 4-bit NF4 base weights (bitsandbytes, CUDA only; an error elsewhere).
     """
 
@@ -62,7 +65,7 @@ class InferParams:
     top_p: float = 0.9
     seed: int = 2020
     split: str = "test"
-    max_rows: int = 0
+    max_rows: int = 96
     load_in_4bit: bool = False
 
     def __post_init__(self) -> None:
@@ -165,7 +168,17 @@ def label_probabilities(model, processor, images: list, prompts: list[str]) -> n
     return torch.softmax(scores, dim=1)[:, 1].cpu().numpy().astype(float)
 
 
-def _load_rows(revision_file: str | os.PathLike, task: str, split: str, max_rows: int):
+def sample_rows(total: int, max_rows: int, seed: int) -> list[int] | None:
+    """Row indices kept by ``max_rows``: None for all; else ``max_rows`` drawn without replacement with
+    ``seed`` (numpy PCG64), sorted, so a quick run covers many patients and keeps the dataset order."""
+    if not max_rows or max_rows >= total:
+        return None
+    return sorted(int(i) for i in np.random.default_rng(seed).choice(total, size=max_rows, replace=False))
+
+
+def _load_rows(revision_file: str | os.PathLike, task: str, split: str, max_rows: int, seed: int | None = None):
+    """The split's rows; ``max_rows`` of them sampled with ``seed`` (:func:`sample_rows`), or the first
+    ``max_rows`` when ``seed`` is None."""
     from brats_llm.publish.hub import load_published
 
     config = f"conversations-{task}"
@@ -173,7 +186,10 @@ def _load_rows(revision_file: str | os.PathLike, task: str, split: str, max_rows
     if split not in splits:
         raise InputError(f"{revision_file}: config {config} has no split {split!r} (has {sorted(splits)})")
     rows = splits[split]
-    return rows.select(range(min(max_rows, len(rows)))) if max_rows else rows
+    if seed is None:
+        return rows.select(range(min(max_rows, len(rows)))) if max_rows else rows
+    keep = sample_rows(len(rows), max_rows, seed)
+    return rows if keep is None else rows.select(keep)
 
 
 def resume_dir(out_dir: str | os.PathLike) -> Path:
@@ -211,46 +227,75 @@ def run_key(task: str, revision_file: str | os.PathLike, params: InferParams,
             "adapter_files": _fingerprint(adapter), "params": asdict(params), "prompt_version": PROMPT_VERSION}
 
 
-@contextlib.contextmanager
-def _progress(folder: Path, key: dict[str, Any]):
-    """Open ``folder``'s batch log for appending, locked; yield (finished batches by start row, handle).
+def _log_name(rank: int) -> str:
+    """Rank 0 appends to ``batches.jsonl``, rank r > 0 to ``batches.rank<r>.jsonl``."""
+    return RESUME_BATCHES if rank == 0 else f"batches.rank{rank}.jsonl"
 
-    A folder written for another key is emptied first (logged); a torn last line (a kill while
-    appending) is dropped.
+
+def _read_log(path: Path, *, truncate: bool = False) -> dict[int, list[dict[str, Any]]]:
+    """Finished batches (by start row) of one batch log; a torn last line (a kill while appending)
+    ends it, and is cut off with ``truncate``."""
+    done: dict[int, list[dict[str, Any]]] = {}
+    good = 0
+    with open(path, "rb") as handle:
+        for line in handle:
+            if not line.endswith(b"\n"):
+                break
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                break
+            done[entry["start"]] = entry["records"]
+            good += len(line)
+    if truncate:
+        with open(path, "r+b") as handle:
+            handle.truncate(good)
+    return done
+
+
+def _read_logs(folder: Path) -> dict[int, list[dict[str, Any]]]:
+    """Finished batches of every rank's log in ``folder`` (any earlier world size)."""
+    done: dict[int, list[dict[str, Any]]] = {}
+    for path in sorted(folder.glob("batches*.jsonl")):
+        done.update(_read_log(path))
+    return done
+
+
+@contextlib.contextmanager
+def _progress(folder: Path, key: dict[str, Any], ranks: Ranks | None = None):
+    """Open this rank's batch log in ``folder`` for appending, locked; yield (finished batches of every
+    rank's log by start row, handle).
+
+    Rank 0 checks the key first: a folder written for another key is emptied (logged), torn last
+    lines are cut; then every rank reads every log, so a run resumes whatever the earlier world size.
     """
+    ranks = ranks or Ranks()
     folder.mkdir(parents=True, exist_ok=True)
-    lock = os.open(folder / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    lock = os.open(folder / ("lock" if ranks.main else f"lock.rank{ranks.rank}"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     try:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise OutputError(f"{folder} is in use by another llm-infer run on the same output") from None
-        key_file, log_file = folder / RESUME_KEY, folder / RESUME_BATCHES
-        saved = json.loads(key_file.read_text()) if key_file.is_file() else None
-        done: dict[int, list[dict[str, Any]]] = {}
-        if saved == key and log_file.is_file():
-            good = 0
-            with open(log_file, "rb") as handle:
-                for line in handle:
-                    try:
-                        entry = json.loads(line)
-                    except ValueError:
-                        break
-                    if not line.endswith(b"\n"):
-                        break
-                    done[entry["start"]] = entry["records"]
-                    good += len(line)
-            with open(log_file, "r+b") as handle:
-                handle.truncate(good)
+        if ranks.main:
+            key_file = folder / RESUME_KEY
+            saved = json.loads(key_file.read_text()) if key_file.is_file() else None
+            logs = sorted(folder.glob("batches*.jsonl"))
+            if saved == key:
+                for path in logs:
+                    _read_log(path, truncate=True)
+            else:
+                if saved is not None:
+                    log.info("progress in %s was for other inputs (revision, task, model, adapter or params); "
+                             "starting fresh", folder)
+                for path in logs:
+                    path.unlink()
+                atomic.write_json(key_file, key)
+        ranks.barrier()
+        done = _read_logs(folder)
+        if done and ranks.main:
             log.info("resuming from %s: %d finished batches", folder, len(done))
-        else:
-            if saved is not None:
-                log.info("progress in %s was for other inputs (revision, task, model, adapter or params); "
-                         "starting fresh", folder)
-            with contextlib.suppress(FileNotFoundError):
-                log_file.unlink()
-            atomic.write_json(key_file, key)
-        with open(log_file, "a", encoding="utf-8") as handle:
+        with open(folder / _log_name(ranks.rank), "a", encoding="utf-8") as handle:
             yield done, handle
     finally:
         os.close(lock)
@@ -268,24 +313,31 @@ def infer(task: str, revision_file: str | os.PathLike, out_dir: str | os.PathLik
     its output is byte-identical to an uninterrupted run. ``out_dir`` appears at the end, whole;
     then the progress folder is removed.
 
+    Under ``torchrun --nproc_per_node N`` (or ``accelerate launch``) batch ``i`` is answered by rank
+    ``i % N`` (one GPU per rank; gloo on CPU), each rank appending to its own log in the progress
+    folder (which all ranks must see: one machine, or a shared filesystem); after a barrier rank 0
+    gathers the logs and writes ``out_dir``. Seeds depend on the batch, so ``predictions.jsonl`` is
+    byte-identical to the single-process run; ``run.json`` differs only in ``world_size`` and
+    ``rows_per_rank`` (rows in each rank's share).
+
     Returns:
-        The run record (counts per parse status, model, adapter, dataset revision).
+        The run record (counts per parse status, model, adapter, dataset revision), on every rank.
     """
     if task not in TASKS:
         raise InputError(f"unknown task {task!r}; tasks are {TASKS}")
+    ranks = shard_ranks()  # before anything starts CUDA: pins this rank's GPU
     revision = read_revision(revision_file)
     if adapter:
         check_adapter(adapter)
-    rows = _load_rows(revision_file, task, params.split, params.max_rows)
+    rows = _load_rows(revision_file, task, params.split, params.max_rows, params.seed)
     folder = resume_dir(out_dir)
-    records: list[dict[str, Any]] = []
     meta = rows.remove_columns(["images", "messages"])
-    batches = range(0, len(rows), params.batch_size)
+    batches = list(range(0, len(rows), params.batch_size))
+    mine = [batches[i] for i in ranks.share(len(batches))]
     model = processor = None
-    with _progress(folder, run_key(task, revision_file, params, adapter)) as (done, log_handle):
-        for start in tqdm(batches, desc=f"llm-infer {task}", unit="batch", disable=not progress):
+    with _progress(folder, run_key(task, revision_file, params, adapter), ranks) as (done, log_handle):
+        for start in tqdm(mine, desc=f"llm-infer {task}", unit="batch", disable=not progress or not ranks.main):
             if start in done:
-                records += done[start]
                 continue
             if model is None:
                 model, processor = load_model(params.model, adapter, load_in_4bit=params.load_in_4bit)
@@ -293,20 +345,31 @@ def infer(task: str, revision_file: str | os.PathLike, out_dir: str | os.PathLik
             log_handle.write(json.dumps({"start": start, "records": batch_records}, sort_keys=True) + "\n")
             log_handle.flush()
             os.fsync(log_handle.fileno())
-            records += json.loads(json.dumps(batch_records))  # as a resumed batch reads back
-    statuses = {status: sum(1 for r in records if r["status"] == status) for status in ("ok", "format_error", "invalid_value")}
-    run = {"task": task, "model": params.model, "smoke_model": is_smoke_model(params.model),
-           "adapter": str(adapter) if adapter else None, "adapter_record": adapter_record(adapter),
-           "dataset": {"repo_id": revision.get("repo_id"), "revision": revision["revision"],
-                       "config": f"conversations-{task}", "split": params.split},
-           "prompt_version": PROMPT_VERSION, "params": asdict(params), "rows": len(records), "status": statuses}
-    with atomic.atomic_dir(out_dir, kind="predictions") as staging:
-        text = "".join(json.dumps(r, sort_keys=True) + "\n" for r in records)
-        atomic.write_text(staging / PREDICTIONS_FILE, text)
-        atomic.write_json(staging / RUN_FILE, run)
-    shutil.rmtree(folder, ignore_errors=True)
-    log.info("%s: %d rows, %s", task, len(records), statuses)
-    return run
+    ranks.barrier()  # every rank's batches are on disk
+    run = None
+    if ranks.main:
+        finished = _read_logs(folder)
+        missing = [start for start in batches if start not in finished]
+        if missing:
+            raise OutputError(f"{folder}: batches starting at rows {missing[:5]} were not answered by any rank")
+        records = [record for start in batches for record in finished[start]]
+        statuses = {status: sum(1 for r in records if r["status"] == status)
+                    for status in ("ok", "format_error", "invalid_value")}
+        shares = [[batches[i] for i in Ranks(ranks.world, r).share(len(batches))] for r in range(ranks.world)]
+        run = {"task": task, "model": params.model, "smoke_model": is_smoke_model(params.model),
+               "adapter": str(adapter) if adapter else None, "adapter_record": adapter_record(adapter),
+               "dataset": {"repo_id": revision.get("repo_id"), "revision": revision["revision"],
+                           "config": f"conversations-{task}", "split": params.split},
+               "prompt_version": PROMPT_VERSION, "params": asdict(params), "rows": len(records), "status": statuses,
+               "world_size": ranks.world,
+               "rows_per_rank": [sum(min(params.batch_size, len(rows) - s) for s in share) for share in shares]}
+        with atomic.atomic_dir(out_dir, kind="predictions") as staging:
+            text = "".join(json.dumps(r, sort_keys=True) + "\n" for r in records)
+            atomic.write_text(staging / PREDICTIONS_FILE, text)
+            atomic.write_json(staging / RUN_FILE, run)
+        shutil.rmtree(folder, ignore_errors=True)
+        log.info("%s: %d rows, %s", task, len(records), statuses)
+    return ranks.broadcast(run)
 
 
 def _answer_batch(task: str, model, processor, rows, meta, start: int, params: InferParams) -> list[dict[str, Any]]:

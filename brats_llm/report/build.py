@@ -117,7 +117,7 @@ def _general_setting(records: dict[str, Any], task: str) -> str | None:
     text = f"`{run['model']}`" + (" (smoke model)" if run.get("smoke_model") else "") + ", zero-shot"
     text += ", greedy" if not params.get("do_sample") else f", sampled (T {params.get('temperature')})"
     if params.get("max_rows"):
-        text += f", first {params['max_rows']} rows"
+        text += f", {params['max_rows']} rows sampled across patients"
     return text
 
 

@@ -108,10 +108,10 @@ def differences(records: dict[str, Any], tags: list[str], facts: dict[str, Any] 
                      "decoding settings); unparsable answers are counted as failures and scored worst-case.")
         limits = sorted({int(run["params"].get("max_rows") or 0) for run in runs.values()})
         if limits != [0]:
-            lines.append("Row sampling: LLM inference answered only the first "
+            lines.append("Row sampling: LLM inference answered "
                          + " / ".join(str(v) if v else "all" for v in limits)
-                         + " rows of each test config (`llm.max_rows`); the paper answered every slice. Patients whose "
-                         "slices were cut off are scored on fewer slices or missing.")
+                         + " rows of each test config, sampled across patients with `llm.seed` (`llm.max_rows`); the "
+                         "paper answered every slice. Each patient is scored on its sampled slices only.")
         else:
             lines.append("Row sampling: none (`llm.max_rows` 0): every test slice was answered, as in the paper.")
         lines.append("Table 3 is scored on glioma slices only (both columns); Tables 7-10 add an oracle column (the "
