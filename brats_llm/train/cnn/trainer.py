@@ -85,7 +85,7 @@ class SegTrainParams(CnnTrainParams):
     """
 
     batch_size: int = 4
-    lr: float = 3e-3
+    lr: float = 1e-3
     optimizer: str = "adam"
     weight_decay: float = 0.0
     target: str = "wt"
