@@ -5,9 +5,10 @@ import random
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from brats_llm.conversations.build import keywords, to_unsloth
+from brats_llm.conversations.build import keywords
 from brats_llm.conversations.parse import FORMAT_ERROR, INVALID_VALUE, OK, parse_answer
 from brats_llm.conversations.prompts import PROMPTS, TASKS, answer_text
 
@@ -60,15 +61,6 @@ def test_fuzzed_answers_never_raise():
         for task in TASKS:
             statuses.add(parse_answer(task, text).status)
     assert statuses <= {OK, FORMAT_ERROR, INVALID_VALUE} and FORMAT_ERROR in statuses
-
-
-def test_unsloth_format_moves_the_image_into_the_message():
-    row = {"images": ["IMG"], "messages": [
-        {"role": "user", "content": [{"type": "image", "text": None}, {"type": "text", "text": "q"}]},
-        {"role": "assistant", "content": [{"type": "text", "text": "a"}]}]}
-    converted = to_unsloth(row)
-    assert converted["messages"][0]["content"][0] == {"type": "image", "image": "IMG"}
-    assert "images" not in converted and json.dumps(converted["messages"][1]) == json.dumps(row["messages"][1])
 
 
 _json_values = st.recursive(
@@ -139,8 +131,15 @@ def test_batched_build_equals_the_row_by_row_one(built, tmp_path):
     from datasets import Image, load_from_disk
 
     from brats_llm.arrowio import DATA_FILE
-    from brats_llm.conversations.build import (ConversationParams, _targets, build_conversations, conversation,
-                                               conversation_features, image_size, load_conversations)
+    from brats_llm.conversations.build import (
+        ConversationParams,
+        _targets,
+        build_conversations,
+        conversation,
+        conversation_features,
+        image_size,
+        load_conversations,
+    )
     from brats_llm.slices.slices import load_slices
 
     params = ConversationParams()

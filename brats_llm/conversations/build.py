@@ -136,21 +136,6 @@ def conversation(task: str, image, answer: str, *, plane: str = "axial", modalit
     }
 
 
-def to_unsloth(row: dict) -> dict:
-    """Unsloth notebook format: the PIL image inside the user content, no top-level ``images``."""
-    images = iter(row["images"])
-    messages = []
-    for message in row["messages"]:
-        content = []
-        for part in message["content"]:
-            if part["type"] == "image":
-                content.append({"type": "image", "image": next(images)})
-            else:
-                content.append({"type": "text", "text": part["text"]})
-        messages.append({"role": message["role"], "content": content})
-    return {"messages": messages}
-
-
 def split_of(split: str, fold: int, row_fold: int) -> str:
     if split == "test":
         return "test"

@@ -14,8 +14,8 @@ import torch
 from torch.nn import functional as F
 
 from brats_llm import atomic
+from brats_llm import plots as figures
 from brats_llm.errors import InputError, MissingInputError
-from brats_llm.evaluate import figures
 from brats_llm.metrics.bootstrap import bootstrap_ci, with_intervals
 from brats_llm.metrics.classification import classification_metrics, majority_baseline, rates
 from brats_llm.metrics.finite import finite_or_null

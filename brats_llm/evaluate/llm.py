@@ -12,10 +12,10 @@ from typing import Any
 import numpy as np
 
 from brats_llm import atomic
+from brats_llm import plots as figures
 from brats_llm.constants import GRADE_TO_LABEL, IMAGE_SIZE
 from brats_llm.conversations.prompts import answer_text
 from brats_llm.errors import InputError
-from brats_llm.evaluate import figures
 from brats_llm.geometry.shapes import rasterize_box, rasterize_polygon
 from brats_llm.llm.infer import read_predictions
 from brats_llm.metrics.bootstrap import bootstrap_ci, with_intervals

@@ -77,7 +77,7 @@ def consistency(revision_file: str | os.PathLike, out_dir: str | os.PathLike, mo
     Under ``torchrun`` the generate calls (variant, image, batch of repeats) are shared between the
     ranks; seeds depend on the image and batch only, so every output is the single-process one.
     """
-    from brats_llm.evaluate.figures import bars_figure, write_png
+    from brats_llm.plots import bars_figure, write_png
     from brats_llm.publish.hub import load_published
 
     ranks = shard_ranks()  # before anything starts CUDA: pins this rank's GPU

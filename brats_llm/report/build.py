@@ -77,7 +77,7 @@ def card_facts(card: Path | None) -> dict[str, Any]:
 
 
 def _figures(models: Path, pattern: str, caption: str, limit: int) -> list[Figure]:
-    from brats_llm.evaluate.figures import NO_ANSWER_SUFFIX
+    from brats_llm.plots import NO_ANSWER_SUFFIX
 
     found = sorted(models.glob(pattern))[:limit]
     figures = []

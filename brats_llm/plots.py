@@ -1,4 +1,4 @@
-"""Figures that open offline: PNG overlays (ground truth blue, prediction red), ROC, confusion, curves."""
+"""Shared plotting at the bottom of the house: PNG overlays (truth blue, prediction red), ROC, confusion, curves, bars."""
 
 from __future__ import annotations
 
