@@ -193,3 +193,19 @@ def test_cnn_metrics_never_hold_nan(tmp_path):
     assert data["test"]["auc"] is None and data["test"]["auc_note"]
     assert data["test"]["auc_ci_low"] is None and data["test"]["auc_ci_note"] and data["test"]["auc_ci_high"] == 1.0
     assert data["selected_fold"] == 0
+
+
+def test_fold_all_reports_mean_and_spread_over_folds(prepared, tmp_path):
+    """Cross-validation: every fold's best model scored on test; mean and sd beside the selected fold's metrics."""
+    from brats_llm.report.build import ReportParams, build_report
+
+    models = tmp_path / "models"
+    params = CnnTrainParams(**{**TINY_TRAIN.__dict__, "fold": "all", "epochs": 1})
+    train_cnn("cls", prepared / "volumes", prepared / "splits.csv", models / "cnn_cls", params, progress=False)
+    out = models / "evaluate_cls"
+    evaluate_cnn("cls", prepared / "volumes", prepared / "splits.csv", models / "cnn_cls", out, ClsEvalParams(bootstrap=20))
+    test = json.loads((out / "metrics.json").read_text())["test"]
+    assert test["folds"] == 2 and 0 <= test["accuracy_fold_mean"] <= 1 and test["accuracy_fold_sd"] >= 0
+    assert {"auc_fold_mean", "auc_fold_sd", "f1_fold_mean"} <= set(test)
+    build_report(models, tmp_path / "report", ReportParams())
+    assert "; folds " in (tmp_path / "report" / "report.md").read_text() and "(k=2)" in (tmp_path / "report" / "report.md").read_text()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -75,11 +76,44 @@ def load_best(model_dir: Path) -> tuple[torch.nn.Module, dict[str, Any]]:
     if not candidates:
         raise MissingInputError(f"{model_dir}: no fold*/{CHECKPOINT_BEST}; run train-cnn first")
     states = [torch.load(path, map_location="cpu", weights_only=True) for path in candidates]
-    state = max(states, key=lambda s: (s["best"]["metric"], -s["best"]["loss"]))
+    model, meta = _restore(max(states, key=lambda s: (s["best"]["metric"], -s["best"]["loss"])))
+    return model, {**meta, "folds_available": [int(p.parent.name[4:]) for p in candidates]}
+
+
+def _restore(state: dict[str, Any]) -> tuple[torch.nn.Module, dict[str, Any]]:
     meta = state["meta"]
     model = build_model(meta["task"], tuple(meta["in_shape"]), **model_options(meta["task"], meta["params"]))
     model.load_state_dict(state["model"])
-    return model, {**meta, "best_epoch": state["epoch"], "folds_available": [int(p.parent.name[4:]) for p in candidates]}
+    return model, {**meta, "best_epoch": state["epoch"]}
+
+
+def fold_spread(task: str, model_dir: Path, volumes_dir: Path, splits_file: str | os.PathLike,
+                params: ClsEvalParams | SegEvalParams, folds: list[int]) -> dict[str, float]:
+    """Test metrics of every trained fold (``fold: all``): ``<metric>_fold_mean`` / ``_fold_sd`` and ``folds``.
+
+    Each fold's best model is scored exactly like the selected one (the segmenter's threshold tuned on
+    that fold's own validation patients); {} when fewer than two folds were trained.
+    """
+    from dvclive import Live
+
+    if len(folds) < 2:
+        return {}
+    per_fold = []
+    for fold in folds:
+        state = torch.load(model_dir / f"fold{fold}" / CHECKPOINT_BEST, map_location="cpu", weights_only=True)
+        model, meta = _restore(state)
+        with tempfile.TemporaryDirectory(prefix="brats-llm-fold-") as scratch:
+            live = Live(scratch, save_dvc_exp=False, dvcyaml=None)
+            run = evaluate_cls if task == "cls" else evaluate_seg
+            results = run(model, meta, fold_patients(splits_file, fold), volumes_dir, Path(scratch), params, live)  # type: ignore[arg-type]
+            live.end()
+        per_fold.append(results["test"])
+    keys = [k for k, v in per_fold[0].items() if isinstance(v, (int, float)) and "_ci_" not in k and "baseline" not in k]
+    spread: dict[str, float] = {"folds": len(folds)}
+    for key in keys:
+        values = np.array([float(scores[key]) for scores in per_fold])
+        spread[f"{key}_fold_mean"], spread[f"{key}_fold_sd"] = float(values.mean()), float(values.std(ddof=1))
+    return spread
 
 
 def _log(live, prefix: str, values: dict[str, float]) -> None:
@@ -276,12 +310,13 @@ def evaluate_cnn(task: str, volumes_dir: str | os.PathLike, splits_file: str | o
         results = run(model, meta, members, volumes_dir, staging, params, live)  # type: ignore[arg-type]
         live.log_metric("selected_fold", meta["fold"], plot=False)
         live.end()
-        _finite_metrics(staging / "metrics.json")
+        spread = fold_spread(task, model_dir, volumes_dir, splits_file, params, meta["folds_available"])
+        _finite_metrics(staging / "metrics.json", test_extra=spread)
         atomic.write_json(staging / "provenance.json", provenance)
     return results
 
 
-def _finite_metrics(path: Path) -> None:
+def _finite_metrics(path: Path, test_extra: dict[str, float] | None = None) -> None:
     """Rewrite dvclive's metrics.json with ``null`` + a note where a value is undefined (NaN), never bare NaN.
 
     AUC on a one-class split, a majority baseline's AUC and bootstrap bounds undefined in most
@@ -295,5 +330,8 @@ def _finite_metrics(path: Path) -> None:
             return {k: walk(v) for k, v in value.items()}
         return number(value)
 
-    cleaned = finite_or_null(walk(json.loads(path.read_text())))
+    metrics = walk(json.loads(path.read_text()))
+    if test_extra:  # fold mean / sd of every trained fold beside the selected fold's test metrics
+        metrics.setdefault("test", {}).update(test_extra)
+    cleaned = finite_or_null(metrics)
     atomic.write_text(path, json.dumps(cleaned, indent=4, allow_nan=False) + "\n")
