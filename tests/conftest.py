@@ -113,3 +113,15 @@ def tiny_model(tmp_path_factory) -> Path:
     from brats_llm.llm.tiny import TinyModelParams, build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny-mllama", TinyModelParams())
+
+
+@pytest.fixture(scope="session")
+def prepared(tiny_demo, tmp_path_factory) -> Path:
+    """The tiny demo cohort prepared (20 slices of 24x24) and split (2 folds); read-only for the tests."""
+    from brats_llm.preprocess.volumes import PrepareParams, prepare
+    from brats_llm.split.splits import SplitParams, split_volumes
+
+    root = tmp_path_factory.mktemp("prepared")
+    prepare(tiny_demo, root / "volumes", PrepareParams(slices=20, size=24), workers=1, progress=False)
+    split_volumes(root / "volumes", root / "splits.csv", SplitParams(test_fraction=0.3, folds=2))
+    return root

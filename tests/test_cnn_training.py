@@ -7,21 +7,11 @@ import pytest
 import torch
 
 from brats_llm.evaluate.cnn import ClsEvalParams, SegEvalParams, evaluate_cnn
-from brats_llm.preprocess.volumes import PrepareParams, prepare
-from brats_llm.split.splits import SplitParams, split_volumes
 from brats_llm.provenance import dataset_version
 from brats_llm.train.cnn.data import downsample, load_split
 from brats_llm.train.cnn.trainer import CnnTrainParams, SegTrainParams, augment_batch, train_cnn
 
 TINY_TRAIN = CnnTrainParams(epochs=3, batch_size=2, downsample=2, checkpoint_every=2)
-
-
-@pytest.fixture(scope="module")
-def prepared(tiny_demo, tmp_path_factory):
-    root = tmp_path_factory.mktemp("cnn")
-    prepare(tiny_demo, root / "volumes", PrepareParams(slices=20, size=24), workers=1, progress=False)
-    split_volumes(root / "volumes", root / "splits.csv", SplitParams(test_fraction=0.3, folds=2))
-    return root
 
 
 def test_downsample_pools_image_and_mask():

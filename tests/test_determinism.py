@@ -10,8 +10,6 @@ import pytest
 import torch
 
 from brats_llm.determinism import CPU_KERNEL_PINS, configure
-from brats_llm.preprocess.volumes import PrepareParams, prepare
-from brats_llm.split.splits import SplitParams, split_volumes
 from brats_llm.train.cnn.trainer import CnnTrainParams, train_cnn
 
 X86 = platform.machine().lower() in ("x86_64", "amd64")
@@ -73,27 +71,19 @@ def test_configure_fixes_threads_and_rejects_nonsense():
         CnnTrainParams(threads=0)
 
 
-@pytest.fixture(scope="module")
-def cohort(tiny_demo, tmp_path_factory):
-    root = tmp_path_factory.mktemp("determinism")
-    prepare(tiny_demo, root / "volumes", PrepareParams(slices=20, size=24), workers=1, progress=False)
-    split_volumes(root / "volumes", root / "splits.csv", SplitParams(test_fraction=0.3, folds=2))
-    return root
-
-
 def _digest(folder):
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.glob("fold0/*"))}
 
 
 @pytest.mark.parametrize("task", ["cls", "seg"])
-def test_training_twice_under_load_gives_the_same_bytes(cohort, tmp_path, task):
+def test_training_twice_under_load_gives_the_same_bytes(prepared, tmp_path, task):
     """Two CPU-bound processes keep both cores busy while the same model is trained twice."""
     hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
     try:
         params = CnnTrainParams(epochs=3, batch_size=2, downsample=2, checkpoint_every=1, threads=2)
         runs = []
         for run in ("a", "b"):
-            train_cnn(task, cohort / "volumes", cohort / "splits.csv", tmp_path / run, params, progress=False)
+            train_cnn(task, prepared / "volumes", prepared / "splits.csv", tmp_path / run, params, progress=False)
             runs.append(_digest(tmp_path / run))
     finally:
         for hog in hogs:

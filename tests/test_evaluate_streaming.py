@@ -8,17 +8,7 @@ import pytest
 
 from brats_llm.evaluate import cnn
 from brats_llm.evaluate.cnn import SegEvalParams, evaluate_cnn
-from brats_llm.preprocess.volumes import PrepareParams, prepare
-from brats_llm.split.splits import SplitParams, split_volumes
 from brats_llm.train.cnn.trainer import SegTrainParams, train_cnn
-
-
-@pytest.fixture(scope="module")
-def prepared(tiny_demo, tmp_path_factory):
-    root = tmp_path_factory.mktemp("stream")
-    prepare(tiny_demo, root / "volumes", PrepareParams(slices=20, size=24), workers=1, progress=False)
-    split_volumes(root / "volumes", root / "splits.csv", SplitParams(test_fraction=0.3, folds=2))
-    return root
 
 
 # The implementation before streaming (every patient's full-size mask and probabilities in memory),
