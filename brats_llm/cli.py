@@ -501,7 +501,7 @@ def llm_infer(task: str, revision_file: Path, out_dir: Path, model: str | None, 
     Example:  brats-llm llm-infer --task bbox data/hub_revision.json models/llm_zeroshot/bbox
               brats-llm llm-infer --task cls --adapter models/llm_adapters/cls data/hub_revision.json models/llm_finetuned/cls
     """
-    guard([revision_file, pinned_folder(revision_file), model, adapter, params_file], [out_dir])
+    guard([revision_file, pinned_folder(revision_file), llm_model(model, params_file), adapter, params_file], [out_dir])
     from brats_llm.llm.infer import InferParams, infer
 
     params = resolve(InferParams, "llm", params_file, model=model, batch_size=batch_size, max_rows=max_rows)
@@ -532,7 +532,7 @@ def llm_finetune(task: str, revision_file: Path, out_dir: Path, model: str | Non
     masked). Validation loss is logged every eval_steps. OUT_DIR also holds
     brats_llm_adapter.json: base model, dataset revision, params and final losses.
     """
-    guard([revision_file, pinned_folder(revision_file), model, params_file], [out_dir, live_dir])
+    guard([revision_file, pinned_folder(revision_file), llm_model(model, params_file), params_file], [out_dir, live_dir])
     import dataclasses
 
     from brats_llm.train.llm.finetune import finetune
@@ -562,7 +562,7 @@ def llm_consistency(revision_file: Path, out_dir: Path, model: str | None, adapt
     label's share of the parsed answers, with the parse rate beside it. Under torchrun the generate
     calls are shared between the ranks (the same outputs as one process).
     """
-    guard([revision_file, pinned_folder(revision_file), model, adapter, params_file], [out_dir])
+    guard([revision_file, pinned_folder(revision_file), llm_model(model, params_file), adapter, params_file], [out_dir])
     from brats_llm.llm.consistency import ConsistencyParams, consistency
 
     params = resolve(ConsistencyParams, "llm_consistency", params_file)

@@ -28,7 +28,7 @@ def _relation(output: Path, source: Path) -> str | None:
 
 
 def check_paths(inputs: Iterable[PathArg], outputs: Iterable[PathArg], containers: Iterable[PathArg] = ()) -> None:
-    """Refuse when an output equals, contains or lies inside an input (None entries are skipped).
+    """Refuse when an output equals, contains or lies inside an input or another output (None entries skipped).
 
     Inputs that do not exist are skipped (nothing to lose: a Hub model id, an absent params.yaml).
     ``containers`` are inputs holding several stages' outputs (the report's models folder): an
@@ -38,6 +38,7 @@ def check_paths(inputs: Iterable[PathArg], outputs: Iterable[PathArg], container
     Raises:
         OutputError: naming the output, the input and how they overlap; nothing was touched.
     """
+    _check_outputs_apart([o for o in outputs if o is not None])
     nested_ok = {_real(c) for c in containers if c is not None and os.path.lexists(c)}
     sources = [(p, _real(p)) for p in [*inputs, *containers] if p is not None and os.path.lexists(p)]
     for output in (o for o in outputs if o is not None):
@@ -49,6 +50,17 @@ def check_paths(inputs: Iterable[PathArg], outputs: Iterable[PathArg], container
             if relation:
                 raise OutputError(f"output {output} {relation} input {source}{_via(output, real, source, source_real)}; "
                                   "nothing was written: choose an output path outside the inputs")
+
+
+def _check_outputs_apart(outputs: list[PathArg]) -> None:
+    """Two outputs of one command must not overlap: the folder swap would delete the other (a report inside OUT_DIR)."""
+    reals = [(o, _real(o)) for o in outputs]
+    for i, (output, real) in enumerate(reals):
+        for other, other_real in reals[i + 1:]:
+            relation = _relation(real, other_real)
+            if relation:
+                raise OutputError(f"output {output} {relation} output {other}; nothing was written: "
+                                  "write each output to its own path")
 
 
 def _via(output: PathArg, real: Path, source: PathArg, source_real: Path) -> str:

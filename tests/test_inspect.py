@@ -35,6 +35,8 @@ def test_one_bos_one_image_prompt_masked_answer_trained(published, tiny_model, t
         assert labels[len(ids):] == kept and kept[-1] == EOT
         assert tokenizer.decode(kept) == record["target"] + "<|eot_id|>"
         assert tokenizer.decode(ids) == record["prompt_text"]
+    # --backend unsloth: a CLI smoke check only (both backends share one collator; the Unsloth path itself
+    # is compared with hf in tests/test_finetune.py::test_unsloth_backend_masks_exactly_like_hf)
     unsloth = inspect(["--task", task, str(published), "--rows", "3", "--model", str(tiny_model), "--backend", "unsloth"],
                       tmp_path, monkeypatch)
     assert [{**r, "backend": "hf"} for r in unsloth] == records

@@ -136,6 +136,8 @@ def dummies(tmp_path) -> Path:
         (tmp_path / name / "keep.txt").write_text(name)
     (tmp_path / "s.csv").write_text("patient_id\n")
     (tmp_path / "cfg" / "params.yaml").write_text("{}\n")
+    (tmp_path / "cfg" / "model").mkdir()  # a local model folder named only in params (llm.model)
+    (tmp_path / "cfg" / "llm.yaml").write_text(f"llm: {{model: {tmp_path / 'cfg' / 'model'}}}\n")
     (tmp_path / "rev.json").write_text(json.dumps({"path": str(tmp_path / "hub"), "revision": "x", "repo_id": None}))
     return tmp_path
 
@@ -163,6 +165,11 @@ STAGES = [
     ("evaluate-llm", ["evaluate-llm", "--task", "cls", "{a}", "{rev}", "{a}"]),
     ("report", ["report", "{a}", "{a}"]),
     ("report --card", ["report", "{a}", "{b}", "--card", "{b}/keep.txt"]),
+    ("prepare --report in OUT_DIR", ["prepare", "{a}", "{b}", "--report", "{b}/report.json"]),
+    ("split --summary = OUT_FILE", ["split", "{a}", "{c}/splits.csv", "--summary", "{c}/splits.csv"]),
+    ("train-cnn --live in OUT_DIR", ["train-cnn", "--task", "cls", "{a}", "{s}", "{b}", "--live", "{b}/live"]),
+    ("publish REVISION_FILE in OUT_DIR", ["publish", "{a}", "{b}", "{c}", "{d}", "{hub}", "{hub}/rev.json"]),
+    ("llm-infer into the params' model", ["llm-infer", "--task", "cls", "{rev}", "{cfg}/model/out", "--params", "{cfg}/llm.yaml"]),
     ("export-nnunet", ["export-nnunet", "{a}", "{s}", "{a}", "--raw-dir", "{b}"]),
     ("export-nnunet --raw-dir", ["export-nnunet", "{a}", "{s}", "{c}", "--raw-dir", "{c}"]),
     ("score-predictions", ["score-predictions", "{a}", "{b}", "{s}", "{a}"]),

@@ -183,3 +183,13 @@ def test_consistency_counts_parsed_answers_apart(models, tmp_path):
     consistency = text.split("## Consistency test")[1].split("\n## ")[0]
     assert "| 3 / 1 / 0 | 1 | 4 of 5 (0.800) | 0.750 (HGG) |" in consistency
     assert "0.600" not in consistency
+
+
+def test_full_epoch_adapter_is_titled_by_epochs_not_steps():
+    from brats_llm.report.build import _adapter_setting
+
+    params = {"lora_rank": 16, "max_steps": {"cls": 100}, "batch_size": {"cls": 16}, "lr": {"cls": 2e-6}, "epochs": {"cls": 1}}
+    records = {"evaluate_llm/finetuned/cls": {"inference": {"adapter_record": {"params": params, "backend": "unsloth"}}}}
+    assert "1 epoch(s)" in _adapter_setting(records, "cls") and "100 steps" not in _adapter_setting(records, "cls")
+    params["epochs"]["cls"] = 0
+    assert "100 steps" in _adapter_setting(records, "cls")

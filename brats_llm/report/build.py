@@ -104,7 +104,9 @@ def _adapter_setting(records: dict[str, Any], task: str) -> str | None:
     params = adapter.get("params")
     if not params:
         return None
-    return (f"LoRA r{params.get('lora_rank')}, {params['max_steps'][task]} steps, batch {params['batch_size'][task]}, "
+    epochs = (params.get("epochs") or {}).get(task)  # full passes replace max_steps (Table 3's full-epoch run)
+    length = f"{epochs:g} epoch(s)" if epochs else f"{params['max_steps'][task]} steps"
+    return (f"LoRA r{params.get('lora_rank')}, {length}, batch {params['batch_size'][task]}, "
             f"lr {params['lr'][task]:g}, {adapter.get('backend', params.get('backend', '?'))} backend")
 
 

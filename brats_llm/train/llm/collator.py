@@ -32,9 +32,6 @@ class VisionChatCollator:
 
         return prompt_ids(self.processor, prompt_texts(self.processor, [messages])[0])
 
-    def prompt_length(self, messages: list[dict]) -> int:
-        return len(self.prompt_ids(messages))
-
     def __call__(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
         from brats_llm.llm.infer import encode
 
