@@ -84,8 +84,8 @@ def main(verbose: bool) -> None:
     Typical use is `dvc repro`; run a command directly to work outside DVC.
 
     \b
-    Pipeline:  demo -> prepare -> split -> train-cnn -> evaluate-cnn
-               split -> slices -> geometry -> conversations -> publish
+    Pipeline:  demo -> prepare -> split -> slices -> geometry -> conversations -> publish
+               publish -> train-cnn -> evaluate-cnn (the pinned volumes config)
                publish -> llm-infer (zero-shot) / llm-finetune -> llm-infer --adapter -> evaluate-llm
                tiny-model (the embedded default LLM); llm-consistency
     Example:   brats-llm demo data/raw/demo --patients 8 --seed 1
@@ -189,7 +189,8 @@ def prepare(raw_dir: Path, out_dir: Path, report: Path | None, strict: bool, wor
 @click.argument("volumes_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("out_file", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--summary", type=click.Path(dir_okay=False, path_type=Path),
-              help="Write patient counts per split and grade as JSON (a DVC metrics file).")
+              help="Write test / trainval patient counts as JSON (DVC metrics) and the counts per fold and "
+                   "grade beside it as <name>.details.json.")
 @click.option("--test-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True),
               help="Held-out test share [params: split.test_fraction].")
 @click.option("--folds", type=click.IntRange(min=2), help="Cross-validation folds [params: split.folds].")
@@ -204,8 +205,9 @@ def split(volumes_dir: Path, out_file: Path, summary: Path | None, params_file: 
     patient, -1 for test). For fold k, train = trainval rows with fold != k, validation = fold == k.
     LGG oversampling is a loader option (brats_llm.split.splits.oversample_indices), not copies.
     """
-    guard([volumes_dir, params_file], [out_file, summary])
-    from brats_llm.split.splits import SplitParams, split_volumes
+    from brats_llm.split.splits import SplitParams, details_file, split_volumes
+
+    guard([volumes_dir, params_file], [out_file, summary, details_file(summary) if summary else None])
 
     params = resolve(SplitParams, "split", params_file, **overrides)
     assignments = split_volumes(volumes_dir, out_file, params, summary)
@@ -230,7 +232,7 @@ def _fold(value: str | None) -> int | str | None:
 
 @main.command("train-cnn")
 @TASK_OPTION
-@click.argument("volumes_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("dataset", type=click.Path(exists=True, path_type=Path))
 @click.argument("splits_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--live", "live_dir", type=click.Path(file_okay=False, path_type=Path),
@@ -247,9 +249,13 @@ def _fold(value: str | None) -> int | str | None:
 @click.option("--resume", is_flag=True, help="Continue from OUT_DIR/fold<k>/last.pt (outside DVC, or with persist).")
 @params_option
 @friendly_errors
-def train_cnn_command(task: str, volumes_dir: Path, splits_file: Path, out_dir: Path, live_dir: Path | None,
+def train_cnn_command(task: str, dataset: Path, splits_file: Path, out_dir: Path, live_dir: Path | None,
                       fold: str | None, resume: bool, params_file: Path | None, **overrides: Any) -> None:
-    """Train the paper's 3D CNN on VOLUMES_DIR with the patient split SPLITS_FILE; write OUT_DIR/fold<k>/.
+    """Train the paper's 3D CNN on DATASET with the patient split SPLITS_FILE; write OUT_DIR/fold<k>/.
+
+    DATASET is the revision file written by publish (data/hub_revision.json: the `volumes` config
+    at that pinned revision, from the local folder or, with a repo_id, from the Hub) or, outside the
+    pipeline, a volumes folder written by prepare (data/volumes).
 
     \b
     cls: Conv3d 8 -> pool -> Conv3d 16 -> pool -> FC 128 -> 1 (sigmoid), BCE loss.
@@ -260,17 +266,17 @@ def train_cnn_command(task: str, volumes_dir: Path, splits_file: Path, out_dir: 
     The input shape comes from the dataset (after --downsample). LGG is oversampled in training
     batches; the best epoch by validation AUC (cls) or Dice (seg) is kept as best.pt, and last.pt
     is written every checkpoint_every epochs for --resume. Checkpoints record the dataset
-    fingerprint and DVC hash. CUDA is used when present; under torchrun / accelerate launch each
+    revision (or, for a folder, its fingerprint). CUDA is used when present; under torchrun / accelerate launch each
     process trains one DDP rank. The paper's settings are in brats_llm/presets/paper.yaml (--params).
     """
-    guard([volumes_dir, splits_file, params_file], [out_dir, live_dir])
+    guard([dataset, splits_file, params_file], [out_dir, live_dir])
     from brats_llm.train.cnn.trainer import CnnTrainParams, SegTrainParams, train_cnn
 
     if task == "cls" and (overrides.get("target") or overrides.get("architecture")):
         raise click.UsageError("--target and --architecture apply to --task seg only")
     params = resolve(SegTrainParams if task == "seg" else CnnTrainParams, f"train_{task}", params_file,
                      fold=_fold(fold), **overrides)
-    summaries = train_cnn(task, volumes_dir, splits_file, out_dir, params, live_dir, resume=resume)
+    summaries = train_cnn(task, dataset, splits_file, out_dir, params, live_dir, resume=resume)
     if os.environ.get("RANK", "0") != "0":  # one report per run under torchrun
         return
     for summary in summaries:
@@ -284,7 +290,7 @@ def train_cnn_command(task: str, volumes_dir: Path, splits_file: Path, out_dir: 
 
 @main.command("evaluate-cnn")
 @TASK_OPTION
-@click.argument("volumes_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("dataset", type=click.Path(exists=True, path_type=Path))
 @click.argument("splits_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.argument("model_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
@@ -292,9 +298,11 @@ def train_cnn_command(task: str, volumes_dir: Path, splits_file: Path, out_dir: 
 @click.option("--seed", type=int, help="Bootstrap seed [params: evaluate_<task>.seed].")
 @params_option
 @friendly_errors
-def evaluate_cnn_command(task: str, volumes_dir: Path, splits_file: Path, model_dir: Path, out_dir: Path,
+def evaluate_cnn_command(task: str, dataset: Path, splits_file: Path, model_dir: Path, out_dir: Path,
                          params_file: Path | None, **overrides: Any) -> None:
-    """Score the best fold in MODEL_DIR on its train / validation / test patients; write OUT_DIR.
+    """Score the best fold in MODEL_DIR on its train / validation / test patients of DATASET; write OUT_DIR.
+
+    DATASET as for train-cnn: a revision file (data/hub_revision.json) or a volumes folder.
 
     \b
     cls: accuracy, balanced accuracy, F1, precision, recall, specificity, AUC, MCC, confusion
@@ -307,17 +315,18 @@ def evaluate_cnn_command(task: str, volumes_dir: Path, splits_file: Path, model_
          prediction red). WT at the top level; a `regions` model adds tc/ and et/ with the same keys.
     Empty masks follow BraTS: both empty = Dice 1, HD95 0; one empty = Dice 0, HD95 373.13 mm
     (lesion-wise: a missed lesion or false-positive component counts Dice 0, HD95 374 mm).
-    OUT_DIR/metrics.json is what `dvc metrics show` / `dvc metrics diff` print.
+    OUT_DIR/details.json holds all of it; OUT_DIR/metrics.json (the test split's headline numbers) is what
+    `dvc metrics show` / `dvc metrics diff` print.
     """
-    guard([volumes_dir, splits_file, model_dir, params_file], [out_dir])
+    guard([dataset, splits_file, model_dir, params_file], [out_dir])
     from brats_llm.evaluate.cnn import ClsEvalParams, SegEvalParams, evaluate_cnn
 
     cls = ClsEvalParams if task == "cls" else SegEvalParams
     params = resolve(cls, f"evaluate_{task}", params_file, **overrides)
-    results = evaluate_cnn(task, volumes_dir, splits_file, model_dir, out_dir, params)
+    results = evaluate_cnn(task, dataset, splits_file, model_dir, out_dir, params)
     key = "auc" if task == "cls" else "dice"
     shown = ", ".join(f"{split} {key} {results[split][key]:.4f}" for split in ("train", "validation", "test") if split in results)
-    click.echo(f"{task}: {shown} -> {out_dir}/metrics.json", err=True)
+    click.echo(f"{task}: {shown} -> {out_dir}/details.json", err=True)
 
 
 @main.command()
@@ -599,7 +608,8 @@ def evaluate_llm(task: str, pred_dir: Path, revision_file: Path, out_dir: Path, 
     Every task also scores the oracle (the ground truth written as an answer, parsed and scored
     like the model). Undefined values are null with a <key>_note, never NaN.
     Unparsable answers stay in every denominator (worst-case scores). 95% bootstrap intervals over
-    patients. Writes OUT_DIR/metrics.json (DVC metrics), predictions/patients.csv, plots/images/.
+    patients. Writes OUT_DIR/metrics.json (headline, DVC metrics), details.json (every
+    number), predictions/patients.csv, plots/images/.
     """
     guard([pred_dir, revision_file, pinned_folder(revision_file), params_file], [out_dir])
     from brats_llm.evaluate.llm import LlmEvalParams, evaluate_llm as run

@@ -83,7 +83,7 @@ def test_llm_commands_end_to_end(published, tmp_path):
     result = runner.invoke(main, ["evaluate-llm", "--task", "center", str(pred), str(published), str(tmp_path / "ev"),
                                   "--params", str(params)])
     assert result.exit_code == 0, result.output
-    metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    metrics = json.loads((tmp_path / "ev" / "details.json").read_text())
     assert metrics["test"]["slices"]["n"] == 3
     result = runner.invoke(main, ["llm-finetune", "--task", "cls", "--model", str(model), "--backend", "unsloth",
                                   str(published), str(tmp_path / "adapter")])

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from brats_llm.evaluate.cnn import ClsEvalParams, SegEvalParams, evaluate_cnn
+from brats_llm.evaluate.cnn import HEADLINE_KEYS, ClsEvalParams, SegEvalParams, evaluate_cnn
 from brats_llm.provenance import dataset_version
 from brats_llm.train.cnn.data import downsample, load_split
 from brats_llm.train.cnn.trainer import CnnTrainParams, SegTrainParams, augment_batch, train_cnn
@@ -53,10 +53,13 @@ def test_train_resume_and_evaluate(prepared, tmp_path, task):
     out = tmp_path / "eval"
     params = ClsEvalParams(bootstrap=50) if task == "cls" else SegEvalParams(bootstrap=50, overlays=1)
     results = evaluate_cnn(task, prepared / "volumes", prepared / "splits.csv", models, out, params)
-    metrics = json.loads((out / "metrics.json").read_text())
+    metrics = json.loads((out / "details.json").read_text())
     assert set(metrics) >= {"train", "validation", "test", "selected_fold"}
     for key, value in results["test"].items():
         assert metrics["test"][key] == pytest.approx(value, nan_ok=True)
+    test_patients = len((out / "predictions" / "test.csv").read_text().splitlines()) - 1
+    headline = json.loads((out / "metrics.json").read_text())  # dvclive's summary replaced by the headline only
+    assert headline == {"n": test_patients, **{key: metrics["test"][key] for key in HEADLINE_KEYS[task]}}
     if task == "cls":
         assert {"accuracy", "auc", "mcc", "specificity", "accuracy_ci_low", "baseline_majority"} <= set(metrics["test"])
         rows = (out / "predictions" / "test.csv").read_text().splitlines()
@@ -146,7 +149,7 @@ def test_regions_target_with_monai_segresnet(prepared, tmp_path):
     out = tmp_path / "eval"
     results = evaluate_cnn("seg", volumes, prepared / "splits.csv", tmp_path / "models", out,
                            SegEvalParams(bootstrap=20, overlays=0))
-    metrics = json.loads((out / "metrics.json").read_text())
+    metrics = json.loads((out / "details.json").read_text())
     assert results["target"] == "regions"
     for region in ("tc", "et"):
         assert {"dice", "hd95_mm", "lesionwise_dice", "lesionwise_hd95_mm", "baseline_all_background"} <= set(metrics["test"][region])
@@ -154,7 +157,7 @@ def test_regions_target_with_monai_segresnet(prepared, tmp_path):
     assert "lesionwise_dice" in metrics["test"]  # WT at the top level
     header = (out / "predictions" / "test.csv").read_text().splitlines()[0].split(",")
     assert {"dice", "lesionwise_dice", "tc_dice", "et_lesionwise_hd95_mm"} <= set(header)
-    assert "nan" not in (out / "metrics.json").read_text().lower()
+    assert "nan" not in (out / "details.json").read_text().lower() + (out / "metrics.json").read_text().lower()
     if volumes != prepared / "volumes":  # a dataset from before the regions column: a clear refusal
         with pytest.raises(ValueError, match="no 'regions' column"):
             load_split(prepared / "volumes", [], 1, progress=False, target="regions")
@@ -173,13 +176,13 @@ def test_the_classifier_refuses_a_cohort_without_grades(prepared, tmp_path):
 
 
 def test_cnn_metrics_never_hold_nan(tmp_path):
-    """dvclive writes an undefined AUC (one-class split) as NaN; metrics.json must stay valid JSON."""
-    from brats_llm.evaluate.cnn import _finite_metrics
+    """dvclive writes an undefined AUC (one-class split) as NaN; details.json and the headline must stay valid JSON."""
+    from brats_llm.evaluate.cnn import _finite_metrics, headline
 
     path = tmp_path / "metrics.json"
     path.write_text('{"test": {"auc": NaN, "auc_ci_low": "nan", "auc_ci_high": 1.0, "n": 3}, "selected_fold": 0}')
-    _finite_metrics(path)
-    data = json.loads(path.read_text(), parse_constant=lambda token: pytest.fail(f"bare {token} in metrics.json"))
+    data = json.loads(json.dumps(_finite_metrics(path), allow_nan=False))
+    assert headline("cls", data, 3) == {"n": 3, "accuracy": None, "balanced_accuracy": None, "auc": None}
     assert data["test"]["auc"] is None and data["test"]["auc_note"]
     assert data["test"]["auc_ci_low"] is None and data["test"]["auc_ci_note"] and data["test"]["auc_ci_high"] == 1.0
     assert data["selected_fold"] == 0
@@ -194,7 +197,7 @@ def test_fold_all_reports_mean_and_spread_over_folds(prepared, tmp_path):
     train_cnn("cls", prepared / "volumes", prepared / "splits.csv", models / "cnn_cls", params, progress=False)
     out = models / "evaluate_cls"
     evaluate_cnn("cls", prepared / "volumes", prepared / "splits.csv", models / "cnn_cls", out, ClsEvalParams(bootstrap=20))
-    test = json.loads((out / "metrics.json").read_text())["test"]
+    test = json.loads((out / "details.json").read_text())["test"]
     assert test["folds"] == 2 and 0 <= test["accuracy_fold_mean"] <= 1 and test["accuracy_fold_sd"] >= 0
     assert {"auc_fold_mean", "auc_fold_sd", "f1_fold_mean"} <= set(test)
     build_report(models, tmp_path / "report", ReportParams())

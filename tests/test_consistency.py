@@ -43,4 +43,5 @@ def test_agreement_is_over_parsed_answers(published, tiny_model, tmp_path, monke
     image = next(iter(metrics["general"].values()))
     assert (image["HGG"], image["unparsable"], image["parsed"], image["answers"]) == (2, 3, 2, 5)
     assert image["parse_rate"] == 0.4 and image["agreement"] == 1.0 and image["majority"] == "HGG"
-    assert json.loads((tmp_path / "c" / "metrics.json").read_text()) == metrics
+    assert json.loads((tmp_path / "c" / "details.json").read_text()) == metrics
+    assert json.loads((tmp_path / "c" / "metrics.json").read_text()) == {"parse_rate": 0.4, "agreement": 1.0}  # pooled

@@ -2,7 +2,7 @@
 
 import pytest
 
-from brats_llm.evaluate.consistency_metrics import answer_summary, from_counts
+from brats_llm.evaluate.consistency_metrics import answer_summary, from_counts, headline
 
 
 def test_unparsable_answers_are_not_a_label():
@@ -18,3 +18,12 @@ def test_nothing_parsed_and_bad_labels():
     assert from_counts({})["parse_rate"] is None
     with pytest.raises(ValueError, match="unknown answer labels"):
         answer_summary(["maybe"])
+
+
+def test_headline_pools_every_variant_and_image():
+    """Parsed answers agreeing with their own image's majority over all parsed; an image with none parsed adds answers only."""
+    records = {"general": {"HGG_image": answer_summary(["HGG"] * 3 + ["LGG"] + ["unparsable"]),
+                           "LGG_image": answer_summary(["NG"] + ["unparsable"] * 4)},
+               "finetuned": {"HGG_image": answer_summary(["unparsable"] * 5)}}
+    assert headline(records) == {"parse_rate": pytest.approx(5 / 15), "agreement": pytest.approx(4 / 5)}
+    assert headline({"general": {"HGG_image": from_counts({"unparsable": 3})}}) == {"parse_rate": 0.0, "agreement": None}

@@ -275,6 +275,6 @@ def test_sharded_inference_under_torchrun(published, tiny_model, tmp_path):
     assert one == two
     rows, _ = read_predictions(single / "cls")
     assert len({r["response"] for r in rows}) > 1  # sampled
-    for name in ("answers.jsonl", "metrics.json", "provenance.json", "plots/images/consistency_general.png"):
+    for name in ("answers.jsonl", "metrics.json", "details.json", "provenance.json", "plots/images/consistency_general.png"):
         assert (sharded / "consistency" / name).read_bytes() == (single / "consistency" / name).read_bytes(), name
     assert not list(tmp_path.glob("**/.*.resume"))

@@ -44,12 +44,13 @@ def models(tmp_path_factory):
     root = tmp_path_factory.mktemp("models")
     rng = np.random.default_rng(0)
     seg_keys = ["dice", "hd95_mm", "precision", "recall", "specificity"]
-    write(root / "evaluate_cls" / "metrics.json", {s: block(rng, CLS, ["baseline_majority"]) for s in ("train", "validation", "test")})
-    write(root / "evaluate_seg" / "metrics.json", {s: block(rng, seg_keys, ["baseline_all_background"]) for s in ("train", "validation", "test")})
+    write(root / "evaluate_cls" / "details.json", {s: block(rng, CLS, ["baseline_majority"]) for s in ("train", "validation", "test")})
+    write(root / "evaluate_seg" / "details.json", {s: block(rng, seg_keys, ["baseline_all_background"]) for s in ("train", "validation", "test")})
     for task in ("cls", "seg"):
         write(root / f"evaluate_{task}" / "provenance.json", {
             "task": task, "fold": 0, "best_epoch": 3, "train_params": dataclasses.asdict(CnnTrainParams(epochs=5)),
-            "dataset_at_training": {"fingerprint": "abc123"}})
+            "dataset_at_training": {"revision": "5c34e51f", "config": "volumes"} if task == "seg"
+            else {"path": "data/volumes", "fingerprint": "abc123"}})
     tune = dataclasses.asdict(FinetuneParams(backend="hf", max_steps=dict.fromkeys(("cls", "center", "bbox", "polygon"), 7)))
     for mode in ("zeroshot", "finetuned"):
         for task, keys, bases in (("cls", CLS, ["baseline_majority"]),
@@ -64,7 +65,7 @@ def models(tmp_path_factory):
             else:
                 metrics["test"]["oracle"] = {key: 0.777 for key in keys}
                 metrics["test"]["truth"] = {"slices": 321.0, "patients": 11.0, "multi_component_share": 0.46}
-            write(folder / "metrics.json", metrics)
+            write(folder / "details.json", metrics)
             run = {"task": task, "model": "models/tiny-mllama", "smoke_model": True, "prompt_version": "v",
                    "adapter": f"models/llm_adapters/{task}" if mode == "finetuned" else None,
                    "adapter_record": {"task": task, "backend": "hf", "params": tune, "optimizer": "adamw_torch",
@@ -74,7 +75,7 @@ def models(tmp_path_factory):
             write(folder / "provenance.json", {"task": task, "inference": run})
             png(folder / "plots" / "images" / ("gldr_axial.png" if task == "cls" else "examples/p_1.png"), 10)
     counts = {"HGG": 3, "LGG": 1, "NG": 0, "unparsable": 1, "agreement": 0.6}  # agreement as stored before: recomputed
-    write(root / "llm_consistency" / "metrics.json", {v: {"HGG_image": counts, "LGG_image": counts} for v in ("general", "finetuned")})
+    write(root / "llm_consistency" / "details.json", {v: {"HGG_image": counts, "LGG_image": counts} for v in ("general", "finetuned")})
     write(root / "llm_consistency" / "provenance.json", {"params": {"repeats": 5}, "decoding": "greedy"})
     png(root / "evaluate_seg" / "plots" / "images" / "overlays" / "p.png", 200)
     card = root / "card.md"
@@ -102,7 +103,7 @@ def test_every_paper_number_comes_from_the_data_file(models, tmp_path):
 def test_ours_with_intervals_baselines_and_gaps(models, tmp_path):
     build_report(models, tmp_path / "r", ReportParams(), card=models / "card.md")
     text = (tmp_path / "r" / "report.md").read_text()
-    ours = json.loads((models / "evaluate_cls" / "metrics.json").read_text())["test"]
+    ours = json.loads((models / "evaluate_cls" / "details.json").read_text())["test"]
     value = ours["accuracy"]
     assert f"{value:.3f} [{value - 0.05:.3f}, {value + 0.05:.3f}]" in text
     assert "baseline: majority" in text and "baseline: mean train box" in text and "hd95 (pixels)" in text and "hd95 (mm)" in text
@@ -148,7 +149,7 @@ def test_table_3_is_glioma_only_and_every_table_states_n(models, tmp_path):
     build_report(models, tmp_path / "r", ReportParams(), card=models / "card.md")
     text = (tmp_path / "r" / "report.md").read_text()
     for mode in ("zeroshot", "finetuned"):
-        metrics = json.loads((models / "evaluate_llm" / mode / "cls" / "metrics.json").read_text())
+        metrics = json.loads((models / "evaluate_llm" / mode / "cls" / "details.json").read_text())
         glioma, every = metrics["test_glioma"]["accuracy"], metrics["test"]["accuracy"]
         assert f"{glioma:.3f} [" in section(text, 3) and f"{every:.3f} [" not in section(text, 3)
     assert "[test_glioma]" in section(text, 3) and "| n (slices) | n/a | 222 |" in section(text, 3)
@@ -169,6 +170,8 @@ def test_oracle_settings_summary_and_differences(models, tmp_path):
     assert "## Table 8: Fine-tuned LLM bounding box (paper: LoRA 200 steps, batch 16; ours: LoRA r16, 7 steps" in text
     assert "(lr 4e-7, 200 epochs)" not in text.split("## Table 1:")[1].split("\n")[0].split("(paper:")[0]
     assert text.index("## Summary") < text.index("<details><summary>Provenance") < text.index("## Table 1:")
+    assert "CNN seg: fold 0, best epoch 3, trained on revision `5c34e51f`" in text
+    assert "CNN cls: fold 0, best epoch 3, trained on volumes folder `data/volumes` (fingerprint `abc123`)" in text
     summary = text.split("## Summary")[1].split("<details>")[0]
     assert "50 patients: 40 HGG, 10 LGG" in summary and "majority-class" in summary and "oracle" in summary
     differences = text.split("## Differences from the paper")[1]

@@ -1,3 +1,4 @@
+import json
 from collections import Counter
 
 import numpy as np
@@ -84,7 +85,11 @@ def test_stage_on_prepared_volumes(tiny_demo, tmp_path):
                                 tmp_path / "summary.json")
     assert len(assignments) == 6
     assert Counter(a.split for a in assignments) == {"test": 2, "trainval": 4}
-    assert (tmp_path / "summary.json").is_file()
+    headline = json.loads((tmp_path / "summary.json").read_text())
+    details = json.loads((tmp_path / "summary.details.json").read_text())
+    assert details == split_summary(assignments)
+    patients = {key: sum(counts.values()) for key, counts in details.items()}
+    assert headline == {"n": patients.pop("test"), "n_trainval": sum(patients.values())} == {"n": 2, "n_trainval": 4}
 
 
 def test_ungraded_release_is_split_without_inventing_grades():

@@ -22,12 +22,14 @@ from brats_llm.metrics.classification import classification_metrics, majority_ba
 from brats_llm.metrics.finite import finite_or_null
 from brats_llm.metrics.lesionwise import GLIOMA_DILATION, GLIOMA_MIN_VOLUME_MM3
 from brats_llm.metrics.segmentation import REGION_NAMES, dice, region_metrics, segmentation_metrics
-from brats_llm.provenance import dataset_version
 from brats_llm.train.cnn.data import VolumeTensors, fold_patients, load_split
+from brats_llm.train.cnn.source import VolumeSource, open_volumes
 from brats_llm.train.cnn.models import build_model
 from brats_llm.train.cnn.trainer import CHECKPOINT_BEST, model_options, predict
 
 SPLITS = ("train", "validation", "test")
+#: metrics.json (the DVC headline) beside ``n``: each task's main test scores (WT for the segmenter).
+HEADLINE_KEYS = {"cls": ("accuracy", "balanced_accuracy", "auc"), "seg": ("dice", "hd95_mm")}
 
 
 @dataclass(frozen=True)
@@ -87,7 +89,7 @@ def _restore(state: dict[str, Any]) -> tuple[torch.nn.Module, dict[str, Any]]:
     return model, {**meta, "best_epoch": state["epoch"]}
 
 
-def fold_spread(task: str, model_dir: Path, volumes_dir: Path, splits_file: str | os.PathLike,
+def fold_spread(task: str, model_dir: Path, volumes: VolumeSource, splits_file: str | os.PathLike,
                 params: ClsEvalParams | SegEvalParams, folds: list[int]) -> dict[str, float]:
     """Test metrics of every trained fold (``fold: all``): ``<metric>_fold_mean`` / ``_fold_sd`` and ``folds``.
 
@@ -105,7 +107,7 @@ def fold_spread(task: str, model_dir: Path, volumes_dir: Path, splits_file: str 
         with tempfile.TemporaryDirectory(prefix="brats-llm-fold-") as scratch:
             live = Live(scratch, save_dvc_exp=False, dvcyaml=None)
             run = evaluate_cls if task == "cls" else evaluate_seg
-            results = run(model, meta, fold_patients(splits_file, fold), volumes_dir, Path(scratch), params, live)  # type: ignore[arg-type]
+            results = run(model, meta, fold_patients(splits_file, fold), volumes, Path(scratch), params, live)  # type: ignore[arg-type]
             live.end()
         per_fold.append(results["test"])
     keys = [k for k, v in per_fold[0].items() if isinstance(v, (int, float)) and "_ci_" not in k and "baseline" not in k]
@@ -121,11 +123,11 @@ def _log(live, prefix: str, values: dict[str, float]) -> None:
         live.log_metric(f"{prefix}/{key}", float(value), plot=False)
 
 
-def evaluate_cls(model, meta, members, volumes_dir, out_dir, params: ClsEvalParams, live) -> dict[str, Any]:
+def evaluate_cls(model, meta, members, volumes: VolumeSource, out_dir, params: ClsEvalParams, live) -> dict[str, Any]:
     train_labels = None
     curves, results = {}, {}
     for split in SPLITS:
-        data = load_split(volumes_dir, members[split], meta["params"]["downsample"], progress=False)
+        data = load_split(volumes, members[split], meta["params"]["downsample"], progress=False)
         if len(data) == 0:
             continue
         y = data.labels.numpy()
@@ -215,20 +217,20 @@ def per_patient_csv_rows(patient_ids: list[str], per_patient: dict[str, list[dic
 SEG_CHUNK = 2
 
 
-def _seg_chunks(model, volumes_dir, patients: list[str], factor: int, target: str):
+def _seg_chunks(model, volumes: VolumeSource, patients: list[str], factor: int, target: str):
     """(full-size data, truths (n, regions, D, H, W) bool, probabilities at the stored grid) per
     :data:`SEG_CHUNK` patients of one split, in order: memory is flat in the number of patients."""
     for start in range(0, len(patients), SEG_CHUNK):
         chunk = patients[start:start + SEG_CHUNK]
-        full = load_split(volumes_dir, chunk, 1, progress=False, target=target)
-        inputs = full if factor == 1 else load_split(volumes_dir, chunk, factor, progress=False, target=target)
+        full = load_split(volumes, chunk, 1, progress=False, target=target)
+        inputs = full if factor == 1 else load_split(volumes, chunk, factor, progress=False, target=target)
         truths = full.masks.numpy().astype(bool)
         if truths.ndim == 4:  # one region: (n, 1, D, H, W) from here on
             truths = truths[:, None]
         yield full, truths, _upsampled_probabilities(model, inputs, truths.shape[-3:])
 
 
-def evaluate_seg(model, meta, members, volumes_dir, out_dir, params: SegEvalParams, live) -> dict[str, Any]:
+def evaluate_seg(model, meta, members, volumes: VolumeSource, out_dir, params: SegEvalParams, live) -> dict[str, Any]:
     """Segmentation metrics per split, streamed :data:`SEG_CHUNK` patients at a time.
 
     First pass, on validation (train when there is none): Dice of every patient and region at every
@@ -241,7 +243,7 @@ def evaluate_seg(model, meta, members, volumes_dir, out_dir, params: SegEvalPara
     splits = [split for split in SPLITS if members[split]]
     tuning = "validation" if "validation" in splits else "train"
     dices: dict[float, list[float]] = {t: [] for t in params.thresholds}  # patient-major, region-minor
-    for _, truths, probs in _seg_chunks(model, volumes_dir, members[tuning], factor, target):
+    for _, truths, probs in _seg_chunks(model, volumes, members[tuning], factor, target):
         for p, m in zip(probs.reshape(-1, *probs.shape[2:]), truths.reshape(-1, *truths.shape[2:])):
             for t in params.thresholds:
                 dices[t].append(dice(p >= t, m))
@@ -256,7 +258,7 @@ def evaluate_seg(model, meta, members, volumes_dir, out_dir, params: SegEvalPara
         baselines: dict[tuple[str, str], list[dict[str, float]]] = {
             (region, name): [] for region in regions for name in ("all_background", "all_foreground")}
         seen = 0
-        for data, truths, probs in _seg_chunks(model, volumes_dir, members[split], factor, target):
+        for data, truths, probs in _seg_chunks(model, volumes, members[split], factor, target):
             for i, (p, m, s) in enumerate(zip(probs, truths, data.spacing_mm)):
                 for r, region in enumerate(regions):
                     per_patient[region].append(region_metrics(p[r] >= threshold, m[r], s, **options))
@@ -282,17 +284,18 @@ def evaluate_seg(model, meta, members, volumes_dir, out_dir, params: SegEvalPara
     return results
 
 
-def evaluate_cnn(task: str, volumes_dir: str | os.PathLike, splits_file: str | os.PathLike, model_dir: str | os.PathLike,
+def evaluate_cnn(task: str, volumes: str | os.PathLike, splits_file: str | os.PathLike, model_dir: str | os.PathLike,
                  out_dir: str | os.PathLike, params: ClsEvalParams | SegEvalParams) -> dict[str, Any]:
     """Score the best trained fold on its train / validation / test patients.
 
-    Writes (dvclive layout) ``out_dir/metrics.json`` (``<split>/<metric>`` with ``_ci_low``/``_ci_high``
-    and baselines), ``out_dir/plots/`` (sklearn-style JSON and PNG images) and per-patient CSVs
-    under ``out_dir/predictions/``; ``out_dir/provenance.json`` names the dataset and model.
+    Writes ``out_dir/details.json`` (dvclive's summary: ``<split>/<metric>`` with ``_ci_low``/``_ci_high``
+    and baselines), ``out_dir/metrics.json`` (:func:`headline`), ``out_dir/plots/`` (sklearn-style JSON
+    and PNG images) and per-patient CSVs under ``out_dir/predictions/``; ``out_dir/provenance.json``
+    names the dataset and model.
     """
     from dvclive import Live
 
-    volumes_dir, model_dir, out_dir = Path(volumes_dir), Path(model_dir), Path(out_dir)
+    source, model_dir, out_dir = open_volumes(volumes), Path(model_dir), Path(out_dir)
     model, meta = load_best(model_dir)
     if meta["task"] != task:
         raise InputError(f"{model_dir} holds a '{meta['task']}' model, not '{task}'")
@@ -302,22 +305,30 @@ def evaluate_cnn(task: str, volumes_dir: str | os.PathLike, splits_file: str | o
     provenance = {
         "task": task, "fold": meta["fold"], "best_epoch": meta["best_epoch"], "folds_available": meta["folds_available"],
         "train_params": meta["params"], "eval_params": dataclasses.asdict(params),
-        "dataset_at_training": meta["dataset"], "dataset_at_evaluation": dataset_version(volumes_dir),
+        "dataset_at_training": meta["dataset"], "dataset_at_evaluation": source.version,
     }
     with atomic.atomic_dir(out_dir, kind="cnn-evaluation") as staging:
         live = Live(str(staging), save_dvc_exp=False, dvcyaml=None)
         run = evaluate_cls if task == "cls" else evaluate_seg
-        results = run(model, meta, members, volumes_dir, staging, params, live)  # type: ignore[arg-type]
+        results = run(model, meta, members, source, staging, params, live)  # type: ignore[arg-type]
         live.log_metric("selected_fold", meta["fold"], plot=False)
         live.end()
-        spread = fold_spread(task, model_dir, volumes_dir, splits_file, params, meta["folds_available"])
-        _finite_metrics(staging / "metrics.json", test_extra=spread)
+        spread = fold_spread(task, model_dir, source, splits_file, params, meta["folds_available"])
+        details = _finite_metrics(staging / "metrics.json", test_extra=spread)
+        atomic.write_text(staging / "details.json", json.dumps(details, indent=4, allow_nan=False) + "\n")
+        atomic.write_json(staging / "metrics.json", headline(task, details, len(members["test"])))
         atomic.write_json(staging / "provenance.json", provenance)
     return results
 
 
-def _finite_metrics(path: Path, test_extra: dict[str, float] | None = None) -> None:
-    """Rewrite dvclive's metrics.json with ``null`` + a note where a value is undefined (NaN), never bare NaN.
+def headline(task: str, details: dict[str, Any], patients: int) -> dict[str, Any]:
+    """metrics.json: the test split's ``patients`` (``n``) and :data:`HEADLINE_KEYS` (all ``None`` without one)."""
+    test = details.get("test")
+    return {"n": patients if test else None, **{key: (test or {}).get(key) for key in HEADLINE_KEYS[task]}}
+
+
+def _finite_metrics(path: Path, test_extra: dict[str, float] | None = None) -> dict[str, Any]:
+    """dvclive's summary at ``path`` with ``null`` + a note where a value is undefined (NaN), never bare NaN.
 
     AUC on a one-class split, a majority baseline's AUC and bootstrap bounds undefined in most
     resamples are NaN; dvclive would write them as ``NaN`` tokens or ``"nan"`` strings.
@@ -333,5 +344,4 @@ def _finite_metrics(path: Path, test_extra: dict[str, float] | None = None) -> N
     metrics = walk(json.loads(path.read_text()))
     if test_extra:  # fold mean / sd of every trained fold beside the selected fold's test metrics
         metrics.setdefault("test", {}).update(test_extra)
-    cleaned = finite_or_null(metrics)
-    atomic.write_text(path, json.dumps(cleaned, indent=4, allow_nan=False) + "\n")
+    return finite_or_null(metrics)

@@ -31,6 +31,9 @@ NO_GLIOMA = 2
 GLIOMA_ONLY = "_glioma"
 #: Patient-level label when the vote is tied and ``tie`` is "undetermined": scored as a wrong answer.
 UNDETERMINED = -1
+#: metrics.json (the DVC headline) beside ``n`` and ``parse_rate``: each task's main test scores.
+HEADLINE_KEYS = {"cls": ("accuracy", "balanced_accuracy", "auc"), "center": ("in_box",), "bbox": ("dice",),
+                 "polygon": ("dice",)}
 
 
 @dataclass(frozen=True)
@@ -118,7 +121,7 @@ def gldr_summary(patients: list[dict[str, Any]]) -> dict[str, float]:
 
 
 def undefined_reasons(patients: list[dict[str, Any]]) -> dict[str, str]:
-    """Why a classification value can be undefined, for the ``*_note`` keys of metrics.json."""
+    """Why a classification value can be undefined, for the ``*_note`` keys of details.json."""
     grades = {p["grade"] for p in patients}
     reasons = {}
     if len(grades) < 2:
@@ -266,12 +269,12 @@ def evaluate_llm(task: str, pred_dir: str | os.PathLike, revision_file: str | os
                  params: LlmEvalParams) -> dict[str, Any]:
     """Score one ``llm-infer`` run (no model is loaded).
 
-    Writes ``out_dir/metrics.json`` (``<split>`` -> patient-level metrics with ``_ci_low``/``_ci_high``,
+    Writes ``out_dir/details.json`` (``<split>`` -> patient-level metrics with ``_ci_low``/``_ci_high``,
     baselines and parse-status counts; classification on other planes under ``<split>_<plane>``, and each
     plane again on glioma slices only under ``<split>[_<plane>]_glioma`` (the paper's Table 3 general
     column), with a GLDR summary per grade; box / polygon / centre with the ``oracle`` (the ground truth
     answered perfectly, scored like the model) and ``truth`` (slices, patients, multi-component share)).
-    Undefined values are ``null`` with a ``<key>_note`` (never NaN),
+    Undefined values are ``null`` with a ``<key>_note`` (never NaN), ``out_dir/metrics.json`` (:func:`headline`),
     ``out_dir/predictions/patients.csv``, ``out_dir/plots/images/*.png`` and ``out_dir/provenance.json``.
     """
     rows, run = read_predictions(pred_dir)
@@ -317,13 +320,27 @@ def evaluate_llm(task: str, pred_dir: str | os.PathLike, revision_file: str | os
                 truth[i]["image"], reference, prediction)
     out = Path(out_dir)
     with atomic.atomic_dir(out, kind="llm-evaluation") as staging:
-        atomic.write_json(staging / "metrics.json", metrics)
+        atomic.write_json(staging / "details.json", metrics)
+        atomic.write_json(staging / "metrics.json", headline(task, metrics))
         atomic.write_csv(staging / "predictions" / "patients.csv", table)
         for name, rgb in images.items():
             figures.write_png(staging / "plots" / "images" / name, rgb)
         atomic.write_json(staging / "provenance.json", {"task": task, "predictions": str(pred_dir), "inference": run,
                                                         "eval_params": dataclasses.asdict(params)})
     return metrics
+
+
+def headline(task: str, metrics: dict[str, Any]) -> dict[str, Any]:
+    """The ``test`` block's patients, main scores and parse rate (share of its slices answered validly).
+
+    Classification: ``test`` is axial, all slices (the glioma-only Table 3 block stays in details.json).
+    All ``None`` when the run scored another split.
+    """
+    block = metrics.get("test") or {}
+    slices = block.get("slices") or {}
+    rate = slices["ok"] / slices["n"] if slices.get("n") else None
+    patients = int(block["n"]) if block.get("n") is not None else None
+    return {"n": patients, **{key: block.get(key) for key in HEADLINE_KEYS[task]}, "parse_rate": rate}
 
 
 def _status_counts(rows: list[dict[str, Any]]) -> dict[str, float]:

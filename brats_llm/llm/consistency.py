@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 from brats_llm import atomic
 from brats_llm.conversations.parse import parse_answer
 from brats_llm.conversations.prompts import CLASS_ANSWERS, PROMPT_VERSION
-from brats_llm.evaluate.consistency_metrics import answer_summary
+from brats_llm.evaluate.consistency_metrics import answer_summary, headline
 from brats_llm.llm.infer import generate, prompt_texts
 from brats_llm.llm.model import is_smoke_model, load_model, read_revision
 from brats_llm.llm.shard import ranks as shard_ranks
@@ -69,9 +69,10 @@ def consistency(revision_file: str | os.PathLike, out_dir: str | os.PathLike, mo
     Args:
         adapters: variant name -> adapter folder (None = the general, zero-shot model).
 
-    Writes ``answers.jsonl`` (every answer), ``metrics.json`` (per image: counts per label,
+    Writes ``answers.jsonl`` (every answer), ``details.json`` (per image: counts per label,
     parse rate, majority label and agreement = share of the majority label among *parsed* answers,
-    :func:`~brats_llm.evaluate.consistency_metrics.answer_summary`) and
+    :func:`~brats_llm.evaluate.consistency_metrics.answer_summary`), ``metrics.json`` (the same pooled over
+    variants and images, :func:`~brats_llm.evaluate.consistency_metrics.headline`) and
     ``plots/images/consistency_<variant>.png`` under ``out_dir``.
 
     Under ``torchrun`` the generate calls (variant, image, batch of repeats) are shared between the
@@ -135,7 +136,8 @@ def consistency(revision_file: str | os.PathLike, out_dir: str | os.PathLike, mo
               "dataset_revision": revision["revision"]}
     with atomic.atomic_dir(out_dir, kind="consistency") as staging:
         atomic.write_text(staging / "answers.jsonl", "".join(json.dumps(a, sort_keys=True) + "\n" for a in answers))
-        atomic.write_json(staging / "metrics.json", metrics)
+        atomic.write_json(staging / "details.json", metrics)
+        atomic.write_json(staging / "metrics.json", headline(metrics))
         atomic.write_json(staging / "provenance.json", record)
         for variant, rgb in pictures.items():
             write_png(staging / "plots" / "images" / f"consistency_{variant}.png", rgb)

@@ -82,7 +82,11 @@ def load_volumes(path: str | os.PathLike) -> Dataset:
     ``datasets``' numpy formatter casts integer arrays to int64 unless a dtype is given, so the
     arrays are selected with ``dtype=np.uint8`` and the other columns are returned as Python values.
     """
-    dataset = load_from_disk(str(path))
+    return numpy_rows(load_from_disk(str(path)))
+
+
+def numpy_rows(dataset: Dataset) -> Dataset:
+    """``dataset`` formatted so ``image``/``mask``/``regions`` are uint8 arrays, other columns Python values."""
     arrays = [c for c in ("image", "mask", "regions") if c in dataset.column_names]
     return dataset.with_format("numpy", columns=arrays, dtype=np.uint8, output_all_columns=True)
 

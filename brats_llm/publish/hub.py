@@ -185,12 +185,21 @@ def read_config(folder: Path, config: str) -> DatasetDict:
     ``load_dataset`` on a local folder caches by folder layout and can return another folder's rows
     for an identical layout; reading the parquet files directly avoids that.
     """
+    return DatasetDict({f["split"]: Dataset(InMemoryTable(pq.read_table(folder / f["path"])))
+                        for f in _data_files(folder, config)})
+
+
+def _data_files(folder: Path, config: str) -> list[dict[str, str]]:
     card = DatasetCard.load(str(folder / CARD_FILE))
     for entry in card.data.configs or []:
         if entry["config_name"] == config:
-            return DatasetDict({f["split"]: Dataset(InMemoryTable(pq.read_table(folder / f["path"])))
-                                for f in entry["data_files"]})
+            return entry["data_files"]
     raise InputError(f"{folder}: no config {config!r} in {CARD_FILE}")
+
+
+def config_data_files(folder: Path, config: str) -> list[Path]:
+    """The parquet files of ``config`` in a repo folder, as its card lists them (every split)."""
+    return [folder / f["path"] for f in _data_files(folder, config)]
 
 
 def config_files(config: str) -> list[str]:

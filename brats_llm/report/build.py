@@ -221,8 +221,10 @@ def _provenance_lines(records: dict[str, Any], revision: str | None, tags: list[
         record = records.get(f"evaluate_{task}")
         if record:
             data = record["dataset_at_training"]
-            lines.append(f"CNN {task}: fold {record['fold']}, best epoch {record['best_epoch']}, trained on volumes "
-                         f"`{data.get('fingerprint')}`; params {json.dumps(record['train_params'], sort_keys=True)}.")
+            named = (f"revision `{data['revision']}`" if "revision" in data
+                     else f"volumes folder `{data.get('path')}` (fingerprint `{data.get('fingerprint')}`)")
+            lines.append(f"CNN {task}: fold {record['fold']}, best epoch {record['best_epoch']}, trained on {named}; "
+                         f"params {json.dumps(record['train_params'], sort_keys=True)}.")
     for key, record in records.items():
         if key.startswith("evaluate_llm/") and record:
             run = record["inference"]
@@ -240,7 +242,7 @@ def build_report(models_dir: str | os.PathLike, out_dir: str | os.PathLike, para
                  card: str | os.PathLike | None = None) -> dict[str, Any]:
     """Write ``out_dir/report.md`` (+ ``figures/``) and ``out_dir/report.html`` (self-contained).
 
-    Reads only evaluation outputs under ``models_dir`` (metrics.json, provenance.json, plots) and the
+    Reads only evaluation outputs under ``models_dir`` (details.json, provenance.json, plots) and the
     dataset card (for the synthetic tag); the same inputs give the same bytes.
 
     Returns:
@@ -289,7 +291,7 @@ def build_report(models_dir: str | os.PathLike, out_dir: str | os.PathLike, para
             notes.append(f"Not run: {'; '.join(table.missing)}.")
             missing[table.number] = table.missing
         blocks.append(("p", " ".join(notes)))
-    blocks += [("h2", "Consistency test"), ("table", consistency_table(paper, _json(models / "llm_consistency" / "metrics.json"))),
+    blocks += [("h2", "Consistency test"), ("table", consistency_table(paper, _json(models / "llm_consistency" / "details.json"))),
                ("p", "Agreement is the share of the most frequent label among parsed answers (HGG, LGG or NG); "
                      "unparsable answers are counted apart and never as a label. The paper's counts are out of 95.")]
     n = params.examples

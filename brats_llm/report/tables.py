@@ -12,7 +12,7 @@ import yaml
 
 PAPER_NUMBERS = Path(__file__).with_name("paper_numbers.yaml")
 
-#: Paper table -> paper column -> (our evaluation folder under the models root, key in its metrics.json);
+#: Paper table -> paper column -> (our evaluation folder under the models root, key in its details.json);
 #: None = not part of this pipeline's runs.
 SOURCES: dict[int, dict[str, tuple[str, str] | None]] = {
     1: {"train": ("evaluate_cls", "train"), "validation": ("evaluate_cls", "validation"), "test": ("evaluate_cls", "test")},
@@ -100,7 +100,8 @@ def patients_n(models: Path, folder: str, key: str, block: dict[str, Any]) -> fl
 
 
 def read_metrics(models: Path, folder: str) -> dict[str, Any] | None:
-    path = models / folder / "metrics.json"
+    """Everything an evaluation wrote (its details.json; metrics.json is only the DVC headline), None if absent."""
+    path = models / folder / "details.json"
     return json.loads(path.read_text()) if path.is_file() else None
 
 
@@ -116,9 +117,9 @@ def build_table(spec: dict[str, Any], models: Path, digits: int = 3) -> Table:
         metrics = read_metrics(models, source[0]) if source else None
         block = metrics.get(source[1]) if metrics else None
         if block is None:
-            missing.append(f"{name} ({'not part of this pipeline' if source is None else f'no {source[1]!r} in models/{source[0]}/metrics.json'})")
+            missing.append(f"{name} ({'not part of this pipeline' if source is None else f'no {source[1]!r} in models/{source[0]}/details.json'})")
         else:
-            sources.append(f"models/{source[0]}/metrics.json [{source[1]}]")
+            sources.append(f"models/{source[0]}/details.json [{source[1]}]")
         columns.append((name, block))
         slices = (block.get("slices") or {}).get("n") if block and source and source[0].startswith("evaluate_llm/") else None
         counts.append((patients_n(models, source[0], source[1], block) if block and source else None, slices))

@@ -162,7 +162,7 @@ def read_splits(path: str | os.PathLike) -> list[Assignment]:
 
 
 def split_summary(assignments: list[Assignment]) -> dict[str, dict[str, int]]:
-    """Patient counts per split (test, and each validation fold) and grade, for DVC metrics."""
+    """Patient counts per split (test, and each validation fold) and grade: the details beside the headline."""
     summary: dict[str, dict[str, int]] = {}
     for a in assignments:
         key = SPLIT_TEST if a.split == SPLIT_TEST else f"fold{a.fold}"
@@ -171,9 +171,24 @@ def split_summary(assignments: list[Assignment]) -> dict[str, dict[str, int]]:
     return dict(sorted(summary.items()))
 
 
+def split_headline(assignments: list[Assignment]) -> dict[str, int]:
+    """The DVC metrics headline: test patients (``n``, as in every evaluation's metrics.json) and the rest."""
+    test = sum(a.split == SPLIT_TEST for a in assignments)
+    return {"n": test, "n_trainval": len(assignments) - test}
+
+
+def details_file(summary_file: str | os.PathLike) -> Path:
+    """Where the per-fold, per-grade counts go: beside the summary, ``<stem>.details.json``."""
+    return Path(summary_file).with_suffix(".details.json")
+
+
 def split_volumes(volumes_dir: str | os.PathLike, out_file: str | os.PathLike, params: SplitParams,
                   summary_file: str | os.PathLike | None = None) -> list[Assignment]:
-    """The stage: read patient ids and grades from the volumes dataset, write the split file."""
+    """The stage: read patient ids and grades from the volumes dataset, write the split file.
+
+    With ``summary_file``: the headline (:func:`split_headline`) there and :func:`split_summary` in
+    :func:`details_file`.
+    """
     from datasets import load_from_disk
 
     dataset = load_from_disk(str(volumes_dir)).select_columns(["patient_id", "grade"])
@@ -183,5 +198,6 @@ def split_volumes(volumes_dir: str | os.PathLike, out_file: str | os.PathLike, p
     assignments = make_splits(patients, params)
     write_splits(out_file, assignments)
     if summary_file is not None:
-        atomic.write_json(summary_file, split_summary(assignments))
+        atomic.write_json(summary_file, split_headline(assignments))
+        atomic.write_json(details_file(summary_file), split_summary(assignments))
     return assignments

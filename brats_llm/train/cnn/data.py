@@ -14,8 +14,8 @@ from tqdm.auto import tqdm
 from brats_llm.constants import GRADES, NO_GRADE
 from brats_llm.errors import InputError
 from brats_llm.metrics.segmentation import REGION_NAMES, region_masks
-from brats_llm.preprocess.volumes import load_volumes
 from brats_llm.split.splits import fold_members, read_splits
+from brats_llm.train.cnn.source import VolumeSource, open_volumes
 
 
 @dataclass
@@ -74,11 +74,13 @@ def downsample(image: np.ndarray, mask: np.ndarray, factor: int) -> tuple[torch.
 TARGETS = ("wt", "regions")
 
 
-def load_split(volumes_dir: str | os.PathLike, patient_ids: list[str], factor: int = 1,
+def load_split(volumes: VolumeSource | str | os.PathLike, patient_ids: list[str], factor: int = 1,
                progress: bool = True, target: str = "wt") -> VolumeTensors:
     """Load the rows of ``patient_ids`` (in that order) into memory.
 
-    ``target`` ``regions`` stacks WT, TC, ET masks from the dataset's ``regions`` column (constants.REGIONS).
+    ``volumes`` is an open :class:`~brats_llm.train.cnn.source.VolumeSource` or its path (a revision
+    file or a volumes dataset folder). ``target`` ``regions`` stacks WT, TC, ET masks from the
+    dataset's ``regions`` column (constants.REGIONS).
 
     Raises:
         InputError: a patient of the split is missing from the volumes dataset, or ``regions`` is asked
@@ -86,26 +88,17 @@ def load_split(volumes_dir: str | os.PathLike, patient_ids: list[str], factor: i
     """
     if target not in TARGETS:
         raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
-    dataset = load_volumes(volumes_dir)
-    if target == "regions":
-        if "regions" not in dataset.column_names:
-            raise InputError(f"{volumes_dir}: the volumes dataset has no 'regions' column (target 'regions' "
-                             "needs a dataset built by a prepare that stores them; rerun prepare)")
-        dataset = dataset.with_format("numpy", columns=["image", "mask", "regions"], dtype=np.uint8,
-                                      output_all_columns=True)
-    rows = {pid: i for i, pid in enumerate(dataset["patient_id"])}
-    missing = [pid for pid in patient_ids if pid not in rows]
-    if missing:
-        raise InputError(f"{volumes_dir}: patients of the split file not in the dataset: {missing[:5]}")
-    images, masks, labels, spacing = [], [], [], []
-    for pid in tqdm(patient_ids, desc="load volumes", unit="patient", disable=not progress, leave=False):
-        row = dataset[rows[pid]]
+    source = open_volumes(volumes)
+    if target == "regions" and "regions" not in source.column_names:
+        raise InputError(f"{source.path}: the volumes dataset has no 'regions' column (target 'regions' "
+                         "needs a dataset built by a prepare that stores them; rerun prepare)")
+    loaded = {}
+    rows = source.rows(patient_ids)
+    for pid, row in tqdm(rows, total=len(patient_ids), desc="load volumes", unit="patient", disable=not progress,
+                         leave=False):
         truth = row["mask"] if target == "wt" else region_masks(row["regions"], REGION_NAMES).view(np.uint8)
-        image, mask = downsample(row["image"], truth, factor)
-        images.append(image)
-        masks.append(mask)
-        labels.append(int(row["label"]))
-        spacing.append(row["spacing_mm"])
+        loaded[pid] = (*downsample(row["image"], truth, factor), int(row["label"]), row["spacing_mm"])
+    images, masks, labels, spacing = zip(*(loaded[pid] for pid in patient_ids)) if patient_ids else ([], [], [], [])
     return VolumeTensors(
         patient_ids=list(patient_ids),
         images=torch.stack(images) if images else torch.empty(0, dtype=torch.uint8),
@@ -115,29 +108,22 @@ def load_split(volumes_dir: str | os.PathLike, patient_ids: list[str], factor: i
     )
 
 
-def require_grades(volumes_dir: str | os.PathLike) -> None:
+def require_grades(volumes: VolumeSource | str | os.PathLike) -> None:
     """Refuse a cohort without LGG/HGG grades for the classifier (BraTS 2021, 2023+ and MSD have none).
 
     Raises:
         InputError: some patients have no grade (``NO_GRADE``) or an unknown one.
     """
-    dataset = load_from_disk_light(volumes_dir)
-    grades = dataset["grade"] if "grade" in dataset.column_names else []
+    source = open_volumes(volumes)
+    grades = source.column("grade") if "grade" in source.column_names else []
     ungraded = sum(g == NO_GRADE for g in grades)
     if not grades or ungraded:
-        raise InputError(f"{volumes_dir}: {ungraded or 'all'} of {len(grades)} patients have no LGG/HGG grade (this "
+        raise InputError(f"{source.path}: {ungraded or 'all'} of {len(grades)} patients have no LGG/HGG grade (this "
                          "release publishes none, and none is invented): the classifier cannot be trained on it; "
                          "segmentation, geometry and the LLM segmentation tasks can (dvc repro train_seg ...)")
     missing = sorted({str(g) for g in grades if g not in GRADES})
     if missing:
-        raise InputError(f"{volumes_dir}: grades {missing} are not LGG/HGG; this release cannot train the classifier")
-
-
-def load_from_disk_light(volumes_dir: str | os.PathLike):
-    """The volumes dataset with its default (lazy) format, for reading small columns."""
-    from datasets import load_from_disk
-
-    return load_from_disk(str(volumes_dir))
+        raise InputError(f"{source.path}: grades {missing} are not LGG/HGG; this release cannot train the classifier")
 
 
 def fold_patients(splits_file: str | os.PathLike, fold: int) -> dict[str, list[str]]:

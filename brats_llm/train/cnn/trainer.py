@@ -21,9 +21,9 @@ from brats_llm.determinism import configure
 from brats_llm.errors import InputError
 from brats_llm.metrics.classification import roc_auc
 from brats_llm.metrics.segmentation import dice
-from brats_llm.provenance import dataset_version
 from brats_llm.split.splits import oversample_indices, read_splits
 from brats_llm.train.cnn.data import TARGETS, VolumeTensors, fold_patients, load_split, require_grades
+from brats_llm.train.cnn.source import VolumeSource, open_volumes
 from brats_llm.train.cnn.models import ARCHITECTURES, build_model, soft_dice_loss
 
 log = logging.getLogger(__name__)
@@ -213,22 +213,22 @@ def _save(path: Path, payload: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def train_fold(task: str, volumes_dir: Path, splits_file: Path, fold: int, out_dir: Path, params: CnnTrainParams,
+def train_fold(task: str, volumes: VolumeSource, splits_file: Path, fold: int, out_dir: Path, params: CnnTrainParams,
                live_dir: Path | None, *, resume: bool = False, progress: bool = True) -> dict[str, Any]:
     """Train one fold; write ``best.pt`` (best validation metric) and ``last.pt`` under ``out_dir``."""
     dist = Distributed()
     configure(params.threads, params.seed + fold)
     members = fold_patients(splits_file, fold)
     target = getattr(params, "target", "wt") if task == "seg" else "wt"
-    train = load_split(volumes_dir, members["train"], params.downsample, progress, target)
-    val = load_split(volumes_dir, members["validation"], params.downsample, progress, target)
+    train = load_split(volumes, members["train"], params.downsample, progress, target)
+    val = load_split(volumes, members["validation"], params.downsample, progress, target)
     model = build_model(task, train.in_shape, **model_options(task, dataclasses.asdict(params))).to(dist.device)
     net = dist.wrap(model)
     optimizer_cls = torch.optim.AdamW if params.optimizer == "adamw" else torch.optim.Adam
     optimizer = optimizer_cls(model.parameters(), lr=params.lr, weight_decay=params.weight_decay)
     meta = {
         "task": task, "fold": fold, "in_shape": list(train.in_shape), "params": dataclasses.asdict(params),
-        "dataset": dataset_version(volumes_dir), "train_patients": members["train"],
+        "dataset": volumes.version, "train_patients": members["train"],
         "validation_patients": members["validation"],
     }
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -298,19 +298,22 @@ def train_fold(task: str, volumes_dir: Path, splits_file: Path, fold: int, out_d
     return summary
 
 
-def train_cnn(task: str, volumes_dir: str | os.PathLike, splits_file: str | os.PathLike, out_dir: str | os.PathLike,
+def train_cnn(task: str, volumes: str | os.PathLike, splits_file: str | os.PathLike, out_dir: str | os.PathLike,
               params: CnnTrainParams, live_dir: str | os.PathLike | None = None, *, resume: bool = False,
               progress: bool = True) -> list[dict[str, Any]]:
     """Train ``task`` (``cls`` or ``seg``) on the chosen fold(s); one sub-folder ``fold<k>`` per fold.
+
+    ``volumes``: a revision file written by publish (the pinned ``volumes`` config, local or Hub) or a
+    volumes dataset folder; the checkpoints' ``meta.dataset`` names it (revision, or fingerprint).
 
     Returns:
         Per fold: best epoch, best validation metric and the seconds spent on data vs compute.
     """
     if task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}, got {task!r}")
-    out_dir, volumes_dir, splits_file = Path(out_dir), Path(volumes_dir), Path(splits_file)
+    out_dir, splits_file, source = Path(out_dir), Path(splits_file), open_volumes(volumes)
     if task == "cls":
-        require_grades(volumes_dir)  # hook: releases without grades cannot train the classifier
+        require_grades(source)  # hook: releases without grades cannot train the classifier
     folds = sorted({a.fold for a in read_splits(splits_file) if a.fold >= 0})
     chosen = folds if params.fold == "all" else [params.fold]
     unknown = set(chosen) - set(folds)
@@ -321,5 +324,5 @@ def train_cnn(task: str, volumes_dir: str | os.PathLike, splits_file: str | os.P
         if os.environ.get("RANK", "0") == "0":  # rank 0 writes the fold folders; refuse foreign ones up front
             for fold in chosen:
                 claims.enter_context(atomic.owned_dir(out_dir / f"fold{fold}", kind="cnn-model"))
-        return [train_fold(task, volumes_dir, splits_file, fold, out_dir / f"fold{fold}", params, live,
+        return [train_fold(task, source, splits_file, fold, out_dir / f"fold{fold}", params, live,
                            resume=resume, progress=progress) for fold in chosen]
