@@ -21,7 +21,7 @@ import torch
 
 from brats_llm.llm.infer import generate, prompt_texts
 from brats_llm.llm.model import load_model
-from brats_llm.publish.hub import load_published
+from brats_llm.publish.pinned import load_published
 
 
 def timed(model, processor, images, prompts, batch_size: int, max_new_tokens: int) -> tuple[float, list[str]]:

@@ -269,7 +269,7 @@ def train_cnn_command(task: str, dataset: Path, splits_file: Path, out_dir: Path
     revision (or, for a folder, its fingerprint). CUDA is used when present; under torchrun / accelerate launch each
     process trains one DDP rank. The paper's settings are in brats_llm/presets/paper.yaml (--params).
     """
-    guard([dataset, splits_file, params_file], [out_dir, live_dir])
+    guard([dataset, pinned_folder(dataset), splits_file, params_file], [out_dir, live_dir])
     from brats_llm.train.cnn.trainer import CnnTrainParams, SegTrainParams, train_cnn
 
     if task == "cls" and (overrides.get("target") or overrides.get("architecture")):
@@ -318,7 +318,7 @@ def evaluate_cnn_command(task: str, dataset: Path, splits_file: Path, model_dir:
     OUT_DIR/details.json holds all of it; OUT_DIR/metrics.json (the test split's headline numbers) is what
     `dvc metrics show` / `dvc metrics diff` print.
     """
-    guard([dataset, splits_file, model_dir, params_file], [out_dir])
+    guard([dataset, pinned_folder(dataset), splits_file, model_dir, params_file], [out_dir])
     from brats_llm.evaluate.cnn import ClsEvalParams, SegEvalParams, evaluate_cnn
 
     cls = ClsEvalParams if task == "cls" else SegEvalParams

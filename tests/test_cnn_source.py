@@ -18,11 +18,11 @@ from tests.test_publish import hub_env  # noqa: F401  (fixture)
 ONE_EPOCH = CnnTrainParams(epochs=1, batch_size=2, downsample=2, checkpoint_every=1, augment=False)
 
 
-def publish_small_groups(built, out, monkeypatch, params=PublishParams()):
+def publish_small_groups(built, out, monkeypatch, params=None):
     """Publish ``built`` with parquet row groups of 2 patients (real cohorts have many row groups)."""
     monkeypatch.setattr("datasets.io.parquet.get_writer_batch_size_from_data_size", lambda rows, size: 2)
     publish(built / "volumes", built / "slices", built / "geometry", built / "conversations", out / "hub",
-            out / "revision.json", params, {}, "md5-test", synthetic=True)
+            out / "revision.json", params or PublishParams(), {}, "md5-test", synthetic=True)
     return out / "revision.json"
 
 
@@ -38,10 +38,27 @@ def test_published_rows_equal_the_prepared_folder_in_any_order(built, tmp_path, 
         assert torch.equal(a.images, b.images) and torch.equal(a.masks, b.masks) and torch.equal(a.labels, b.labels)
         assert (a.spacing_mm == b.spacing_mm).all()
     record = json.loads(revision_file.read_text())
-    assert published.version == {"revision_file": revision_file.as_posix(), "repo_id": None,
-                                 "revision": record["revision"], "config": "volumes",
+    assert published.version == {"revision_file": revision_file.as_posix(), "repo_id": None, "config": "volumes",
                                  "config_revision": record["config_revisions"]["volumes"]}
     require_grades(published)
+
+
+def test_republishing_other_configs_keeps_the_volumes_pin(built, tmp_path, monkeypatch):
+    """A new card (other stages' params) or other configs change the revision, not what a CNN was trained on."""
+    first = json.loads(publish_small_groups(built, tmp_path / "a", monkeypatch).read_text())
+    publish(built / "volumes", built / "slices", built / "geometry", built / "conversations", tmp_path / "b" / "hub",
+            tmp_path / "b" / "revision.json", PublishParams(), {"conversations": {"seed": 1}}, "md5-test", synthetic=True)
+    second = json.loads((tmp_path / "b" / "revision.json").read_text())
+    assert first["revision"] != second["revision"]  # the card differs
+    assert first["config_revisions"]["volumes"] == second["config_revisions"]["volumes"]
+    assert VolumeSource(tmp_path / "a" / "revision.json").version["config_revision"] == \
+        VolumeSource(tmp_path / "b" / "revision.json").version["config_revision"]
+
+
+def test_a_folder_that_is_not_a_prepare_output_is_refused_by_name(built, tmp_path, monkeypatch):
+    publish_small_groups(built, tmp_path, monkeypatch)
+    with pytest.raises(InputError, match=r"hub: not a volumes folder written by prepare.*hub_revision.json"):
+        VolumeSource(tmp_path / "hub")
 
 
 def test_streaming_a_split_decodes_each_row_group_once(built, tmp_path, monkeypatch):
@@ -53,6 +70,9 @@ def test_streaming_a_split_decodes_each_row_group_once(built, tmp_path, monkeypa
     ids = source.patient_ids
     for start in range(0, len(ids), 3):  # chunks across row-group boundaries, in storage order
         load_split(source, ids[start:start + 3], 1, progress=False)
+    assert decoded == [0, 1, 2]
+    decoded.clear()
+    load_split(source, ids[::-1], 1, progress=False)  # a split listed in another order is read in storage order
     assert decoded == [0, 1, 2]
 
 
@@ -72,8 +92,8 @@ def test_training_on_the_revision_gives_the_folder_model_and_names_the_revision(
     pinned, folder = (torch.load(tmp_path / name / "fold0" / "best.pt", weights_only=True) for name in ("pinned", "folder"))
     assert pinned["model"].keys() == folder["model"].keys()
     assert all(torch.equal(pinned["model"][k], folder["model"][k]) for k in pinned["model"])
-    revision = json.loads(revision_file.read_text())["revision"]
-    assert pinned["meta"]["dataset"]["revision"] == revision and "fingerprint" in folder["meta"]["dataset"]
+    volumes = json.loads(revision_file.read_text())["config_revisions"]["volumes"]
+    assert pinned["meta"]["dataset"]["config_revision"] == volumes and "fingerprint" in folder["meta"]["dataset"]
     evaluate_cnn("cls", revision_file, built / "splits.csv", tmp_path / "pinned", tmp_path / "eval", ClsEvalParams(bootstrap=10))
     provenance = json.loads((tmp_path / "eval" / "provenance.json").read_text())
     assert provenance["dataset_at_training"] == provenance["dataset_at_evaluation"] == pinned["meta"]["dataset"]
@@ -89,4 +109,4 @@ def test_hub_revision_downloads_only_the_volumes_config(built, tmp_path, monkeyp
     assert source.folder == snapshot and len(rows) == 3  # read from the Hub snapshot, not the local folder
     assert sorted(p.name for p in snapshot.iterdir()) == ["README.md", "volumes"]
     assert source.version["repo_id"] == "lab/brats-demo"
-    assert source.version["revision"] == json.loads(revision_file.read_text())["revision"]
+    assert source.version["config_revision"] == json.loads(revision_file.read_text())["config_revisions"]["volumes"]

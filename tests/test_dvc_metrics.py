@@ -9,7 +9,7 @@ import yaml
 from brats_llm.evaluate.cnn import ClsEvalParams, SegEvalParams, evaluate_cnn
 from brats_llm.evaluate.llm import LlmEvalParams, evaluate_llm
 from brats_llm.llm.consistency import ConsistencyParams, consistency
-from brats_llm.publish.hub import load_published
+from brats_llm.publish.pinned import load_published
 from brats_llm.split.splits import SplitParams, details_file, split_volumes
 from brats_llm.train.cnn.trainer import CnnTrainParams, train_cnn
 

@@ -9,7 +9,7 @@ from sklearn.metrics import f1_score, roc_auc_score
 from brats_llm.evaluate.llm import (HEADLINE_KEYS, UNDETERMINED, LlmEvalParams, baselines, classification_scores,
                                     evaluate_llm, patient_votes, region_mask)
 from brats_llm.geometry.shapes import rasterize_box
-from brats_llm.publish.hub import load_published
+from brats_llm.publish.pinned import load_published
 
 FAST = LlmEvalParams(bootstrap=50)
 

@@ -12,7 +12,7 @@ import brats_llm.train.llm.finetune as finetune_module
 
 from brats_llm.llm.infer import generate, prompt_texts
 from brats_llm.llm.model import ADAPTER_RECORD, load_model
-from brats_llm.publish.hub import load_published
+from brats_llm.publish.pinned import load_published
 from brats_llm.train.llm.collator import IGNORE_INDEX, VisionChatCollator
 from brats_llm.train.llm.finetune import BackendUnavailable, finetune, loss_curves
 from brats_llm.train.llm.lora import LANGUAGE_TARGETS, target_modules

@@ -12,7 +12,7 @@ from brats_llm.llm.infer import (LABEL_PREFIX, InferParams, generate, infer, lab
 import brats_llm.llm.infer as infer_module
 from brats_llm.errors import BratsLlmError, InputError
 from brats_llm.llm.model import load_model
-from brats_llm.publish.hub import load_published
+from brats_llm.publish.pinned import load_published
 
 BOS, IMAGE = 128000, 128256
 LLAMA_32_VISION_TEMPLATE = (  # the documented format, written independently of brats_llm.llm.tiny

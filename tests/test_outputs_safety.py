@@ -200,7 +200,7 @@ def test_every_stage_command_is_covered():
 def test_outputs_carry_markers_that_loaders_ignore(built, published):
     from datasets import load_from_disk
 
-    from brats_llm.publish.hub import load_published
+    from brats_llm.publish.pinned import load_published
 
     for name, kind in (("volumes", "volumes"), ("slices", "slices"), ("geometry", "geometry"), ("conversations", "conversations"), ("hub", "hub")):
         assert atomic.output_kind(built / name) == kind

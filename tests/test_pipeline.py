@@ -76,15 +76,22 @@ def test_llm_stages_list_exactly_what_their_commands_read():
         assert "${llm.model}" in body["cmd"] or stage in ("tiny_model", "evaluate_llm", "report"), stage
 
 
+#: The CNN stages read the volumes config the revision file pins: these keys of it, not the whole file.
+CNN_STAGES = ("train_cls", "train_seg", "evaluate_cls", "evaluate_seg")
+PINNED_VOLUMES = ["repo_id", "config_revisions.volumes"]
+
+
 def test_each_stage_lists_exactly_its_section():
     pipeline = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     assert set(pipeline) == set(STAGES) | set(LLM_STAGES)
     for stage, (cls, command) in STAGES.items():
         fields = {f.name for f in dataclasses.fields(cls)}
-        listed = set(pipeline[stage]["params"])
+        listed = {p for p in pipeline[stage]["params"] if isinstance(p, str)}
         card = set(CARD_SECTIONS) if stage == "publish" else set()  # publish writes them into the dataset card
         assert listed == {f"{stage}.{name}" for name in fields} | card, stage
+        other_files = [p for p in pipeline[stage]["params"] if not isinstance(p, str)]
+        assert other_files == ([{"data/hub_revision.json": PINNED_VOLUMES}] if stage in CNN_STAGES else []), stage
         assert set(params[stage]) == fields, stage
         assert pipeline[stage]["cmd"].startswith(f"brats-llm {command} ")
         cls(**params[stage])  # the shipped values are valid
@@ -177,6 +184,12 @@ def test_repro_is_incremental(tmp_path):
     assert "train_cls.lr" in dvc(repo, "params", "diff")
     plots = dvc(repo, "plots", "diff", "HEAD", "--json")
     assert "models/evaluate_cls/plots/images/roc.png" in plots
+    # A new publication that leaves the volumes config as it was retrains no CNN.
+    params["conversations"]["seed"] += 1
+    (repo / "params.yaml").write_text(yaml.safe_dump(params))
+    fourth = dvc(repo, "repro")
+    assert "Running stage 'publish'" in fourth and "Running stage 'llm_finetune@cls'" in fourth
+    assert not any(f"Running stage '{s}'" in fourth for s in ("train_cls", "train_seg", "evaluate_cls", "evaluate_seg"))
 
 
 def _plain(value):

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from brats_llm.provenance import folder_revision
-from brats_llm.publish.hub import PublishError, PublishParams, load_published, publish
+from brats_llm.publish.hub import PublishError, PublishParams, publish
+from brats_llm.publish.pinned import load_published
 from brats_llm.slices.slices import load_slices
 from tests.hub_server import HubServer
 
@@ -202,8 +203,8 @@ def test_plain_load_dataset_by_revision_outside_the_repo(built, tmp_path, hub_en
 
 
 def test_a_stage_checks_and_fetches_only_its_config(built, tmp_path, hub_env, monkeypatch):
-    """Local: only the card and the config's files are hashed; Hub: only they are downloaded."""
-    import brats_llm.publish.hub as hub_module
+    """Local: only the config's files are hashed; Hub: only they and the card are downloaded, then checked."""
+    import brats_llm.publish.pinned as pinned
     from brats_llm.errors import InputError
 
     run_publish(built, tmp_path, PublishParams())
@@ -212,10 +213,13 @@ def test_a_stage_checks_and_fetches_only_its_config(built, tmp_path, hub_env, mo
     with pytest.raises(InputError, match="no longer matches"):
         load_published(tmp_path / "revision.json", "volumes")
     with monkeypatch.context() as patch:
-        patch.setattr(hub_module, "folder_revision", lambda folder: pytest.fail("hashed the whole folder"))
+        patch.setattr(pinned, "folder_revision", lambda folder: pytest.fail("hashed the whole folder"))
         load_published(tmp_path / "revision.json", "conversations-cls")
 
     with HubServer() as hub:
         record = run_publish(built, tmp_path / "remote", PublishParams(repo_id="lab/brats-demo", endpoint=hub.endpoint))
-        fetched = hub_module.published_folder(tmp_path / "remote" / "revision.json", "geometry")
+        fetched = pinned.published_folder(tmp_path / "remote" / "revision.json", "geometry")
+        (fetched / "geometry" / "train-00000-of-00001.parquet").resolve().write_bytes(b"not what publish uploaded")
+        with pytest.raises(InputError, match="no longer matches"):
+            pinned.published_folder(tmp_path / "remote" / "revision.json", "geometry")
     assert record["revision"] and (fetched / "geometry").is_dir() and not (fetched / "volumes").exists()

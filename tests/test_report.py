@@ -49,7 +49,7 @@ def models(tmp_path_factory):
     for task in ("cls", "seg"):
         write(root / f"evaluate_{task}" / "provenance.json", {
             "task": task, "fold": 0, "best_epoch": 3, "train_params": dataclasses.asdict(CnnTrainParams(epochs=5)),
-            "dataset_at_training": {"revision": "5c34e51f", "config": "volumes"} if task == "seg"
+            "dataset_at_training": {"config": "volumes", "config_revision": "5c34e51f", "repo_id": "lab/brats"} if task == "seg"
             else {"path": "data/volumes", "fingerprint": "abc123"}})
     tune = dataclasses.asdict(FinetuneParams(backend="hf", max_steps=dict.fromkeys(("cls", "center", "bbox", "polygon"), 7)))
     for mode in ("zeroshot", "finetuned"):
@@ -170,7 +170,7 @@ def test_oracle_settings_summary_and_differences(models, tmp_path):
     assert "## Table 8: Fine-tuned LLM bounding box (paper: LoRA 200 steps, batch 16; ours: LoRA r16, 7 steps" in text
     assert "(lr 4e-7, 200 epochs)" not in text.split("## Table 1:")[1].split("\n")[0].split("(paper:")[0]
     assert text.index("## Summary") < text.index("<details><summary>Provenance") < text.index("## Table 1:")
-    assert "CNN seg: fold 0, best epoch 3, trained on revision `5c34e51f`" in text
+    assert "CNN seg: fold 0, best epoch 3, trained on published volumes `5c34e51f` of lab/brats;" in text
     assert "CNN cls: fold 0, best epoch 3, trained on volumes folder `data/volumes` (fingerprint `abc123`)" in text
     summary = text.split("## Summary")[1].split("<details>")[0]
     assert "50 patients: 40 HGG, 10 LGG" in summary and "majority-class" in summary and "oracle" in summary

@@ -23,8 +23,8 @@ from brats_llm.metrics.finite import finite_or_null
 from brats_llm.metrics.lesionwise import GLIOMA_DILATION, GLIOMA_MIN_VOLUME_MM3
 from brats_llm.metrics.segmentation import REGION_NAMES, dice, region_metrics, segmentation_metrics
 from brats_llm.train.cnn.data import VolumeTensors, fold_patients, load_split
-from brats_llm.train.cnn.source import VolumeSource, open_volumes
 from brats_llm.train.cnn.models import build_model
+from brats_llm.train.cnn.source import VolumeSource, open_volumes
 from brats_llm.train.cnn.trainer import CHECKPOINT_BEST, model_options, predict
 
 SPLITS = ("train", "validation", "test")
@@ -223,7 +223,7 @@ def _seg_chunks(model, volumes: VolumeSource, patients: list[str], factor: int, 
     for start in range(0, len(patients), SEG_CHUNK):
         chunk = patients[start:start + SEG_CHUNK]
         full = load_split(volumes, chunk, 1, progress=False, target=target)
-        inputs = full if factor == 1 else load_split(volumes, chunk, factor, progress=False, target=target)
+        inputs = full if factor == 1 else full.downsampled(factor)  # one read per chunk
         truths = full.masks.numpy().astype(bool)
         if truths.ndim == 4:  # one region: (n, 1, D, H, W) from here on
             truths = truths[:, None]

@@ -240,7 +240,7 @@ def truth_summary(truth: list[dict[str, Any]]) -> dict[str, float]:
 
 def _truth(revision_file: str | os.PathLike, rows: list[dict[str, Any]], with_masks: bool) -> tuple[list[dict[str, Any]], list[dict[str, Any]], np.ndarray]:
     """Ground truth aligned with ``rows`` (box, centre, polygon, mask, image), training boxes and training labels."""
-    from brats_llm.publish.hub import published_folder, read_config
+    from brats_llm.publish.pinned import published_folder, read_config
 
     folder = published_folder(revision_file)  # hashed (or fetched) once for both configs
     geometry = read_config(folder, "geometry")["train"]

@@ -101,8 +101,8 @@ def score_predictions(pred_dir: str | os.PathLike, volumes_dir: str | os.PathLik
     column; WT otherwise. A patient without a prediction file scores as an empty prediction (Dice 0, legacy
     HD95 373.13 mm, lesion-wise HD95 374 mm where it has lesions) and is listed under ``missing``.
 
-    Writes ``metrics.json`` (``<split>/<metric>`` like evaluate-cnn: WT at the top level, ``tc``/``et`` nested;
-    means with 95% bootstrap intervals, lesion counts summed), ``predictions/<split>.csv`` (per patient) and
+    Writes ``metrics.json`` (``<split>/<metric>`` as evaluate-cnn's details.json: WT at the top level,
+    ``tc``/``et`` nested; means with 95% bootstrap intervals, lesion counts summed), ``predictions/<split>.csv`` (per patient) and
     ``provenance.json`` (inputs, label reading, missing and unused files).
 
     Raises:

@@ -79,7 +79,7 @@ def consistency(revision_file: str | os.PathLike, out_dir: str | os.PathLike, mo
     ranks; seeds depend on the image and batch only, so every output is the single-process one.
     """
     from brats_llm.plots import bars_figure, write_png
-    from brats_llm.publish.hub import load_published
+    from brats_llm.publish.pinned import load_published
 
     ranks = shard_ranks()  # before anything starts CUDA: pins this rank's GPU
     revision = read_revision(revision_file)

@@ -179,7 +179,7 @@ def sample_rows(total: int, max_rows: int, seed: int) -> list[int] | None:
 def _load_rows(revision_file: str | os.PathLike, task: str, split: str, max_rows: int, seed: int | None = None):
     """The split's rows; ``max_rows`` of them sampled with ``seed`` (:func:`sample_rows`), or the first
     ``max_rows`` when ``seed`` is None."""
-    from brats_llm.publish.hub import load_published
+    from brats_llm.publish.pinned import load_published
 
     config = f"conversations-{task}"
     splits = load_published(revision_file, config)

@@ -7,24 +7,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pyarrow.parquet as pq
 import yaml
-from datasets import Dataset, DatasetDict, load_from_disk
-from datasets.table import InMemoryTable
+from datasets import DatasetDict, load_from_disk
 from huggingface_hub import DatasetCard, DatasetCardData, HfApi
 
 from brats_llm import atomic
 from brats_llm.constants import GRADES
 from brats_llm.conversations.prompts import PROMPT_VERSION, TASKS
-from brats_llm.errors import BratsLlmError, InputError
-from brats_llm.provenance import files_revision, folder_revision, read_revision
+from brats_llm.errors import BratsLlmError
+from brats_llm.provenance import folder_revision
+from brats_llm.publish.pinned import CARD_FILE, config_revision
 
 #: The card template: cards/dataset_card.md, shipped inside the package (a link in the source tree, a file in the wheel).
 CARD_TEMPLATE = Path(__file__).parent / "dataset_card.md"
 
-
-#: The dataset card at the repo root; its ``configs`` list every config's data files.
-CARD_FILE = "README.md"
 
 @dataclass(frozen=True)
 class PublishParams:
@@ -177,69 +173,3 @@ def publish(volumes: str | os.PathLike, slices: str | os.PathLike, geometry: str
         record["revision"] = upload(out_dir, params)
     atomic.write_json(revision_file, record)
     return record
-
-
-def read_config(folder: Path, config: str) -> DatasetDict:
-    """Read one config of a repo folder by the ``configs`` of its card (no ``datasets`` cache involved).
-
-    ``load_dataset`` on a local folder caches by folder layout and can return another folder's rows
-    for an identical layout; reading the parquet files directly avoids that.
-    """
-    return DatasetDict({f["split"]: Dataset(InMemoryTable(pq.read_table(folder / f["path"])))
-                        for f in _data_files(folder, config)})
-
-
-def _data_files(folder: Path, config: str) -> list[dict[str, str]]:
-    card = DatasetCard.load(str(folder / CARD_FILE))
-    for entry in card.data.configs or []:
-        if entry["config_name"] == config:
-            return entry["data_files"]
-    raise InputError(f"{folder}: no config {config!r} in {CARD_FILE}")
-
-
-def config_data_files(folder: Path, config: str) -> list[Path]:
-    """The parquet files of ``config`` in a repo folder, as its card lists them (every split)."""
-    return [folder / f["path"] for f in _data_files(folder, config)]
-
-
-def config_files(config: str) -> list[str]:
-    """Repo paths one config needs: the card (which lists the data files) and the config's folder."""
-    return [CARD_FILE, f"{config}/*"]
-
-
-def config_revision(folder: Path, config: str) -> str:
-    """Content hash of the card and one config's files: a config is checked without hashing the others."""
-    return files_revision(folder, [folder / CARD_FILE, *sorted(p for p in (folder / config).rglob("*") if p.is_file())])
-
-
-def published_folder(revision_file: str | os.PathLike, config: str | None = None) -> Path:
-    """The repo folder pinned by the revision file, checked or fetched once, for one ``config`` or all.
-
-    Hub: the snapshot at exactly ``revision`` (``snapshot_download``, cached by commit), only the
-    card and ``config``'s files when a config is named (not gigabytes of volumes for a conversation
-    config); local: the folder, after checking that ``config``'s files (or, without a config, the
-    whole folder) still hash to what publish recorded. Read configs from it with :func:`read_config`.
-
-    Raises:
-        InputError: the local folder changed since it was published.
-    """
-    record = read_revision(revision_file)
-    if record.get("repo_id"):
-        from huggingface_hub import snapshot_download
-
-        return Path(snapshot_download(record["repo_id"], repo_type="dataset", revision=record["revision"],
-                                      endpoint=record.get("endpoint"),
-                                      allow_patterns=config_files(config) if config else None))
-    folder = Path(record["path"])
-    expected = (record.get("config_revisions") or {}).get(config) if config else None
-    if expected is not None:
-        if config_revision(folder, config) != expected:
-            raise InputError(f"{folder}: config {config} no longer matches what {revision_file} pins; rerun publish")
-    elif folder_revision(folder) != record["revision"]:
-        raise InputError(f"{folder} no longer matches revision {record['revision']} in {revision_file}; rerun publish")
-    return folder
-
-
-def load_published(revision_file: str | os.PathLike, config: str) -> DatasetDict:
-    """Load one config pinned by the revision file (see :func:`published_folder`)."""
-    return read_config(published_folder(revision_file, config), config)

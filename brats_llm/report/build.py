@@ -221,8 +221,9 @@ def _provenance_lines(records: dict[str, Any], revision: str | None, tags: list[
         record = records.get(f"evaluate_{task}")
         if record:
             data = record["dataset_at_training"]
-            named = (f"revision `{data['revision']}`" if "revision" in data
-                     else f"volumes folder `{data.get('path')}` (fingerprint `{data.get('fingerprint')}`)")
+            named = (f"published volumes `{data['config_revision']}`" + (f" of {data['repo_id']}" if data.get("repo_id") else "")
+                     if "config_revision" in data else
+                     f"volumes folder `{data.get('path')}` (fingerprint `{data.get('fingerprint')}`)")
             lines.append(f"CNN {task}: fold {record['fold']}, best epoch {record['best_epoch']}, trained on {named}; "
                          f"params {json.dumps(record['train_params'], sort_keys=True)}.")
     for key, record in records.items():

@@ -39,6 +39,12 @@ class VolumeTensors:
     def in_shape(self) -> tuple[int, int, int, int]:
         return tuple(self.images.shape[1:])  # type: ignore[return-value]
 
+    def downsampled(self, factor: int) -> VolumeTensors:
+        """The same patients pooled by ``factor`` (as :func:`load_split` with that factor would load them)."""
+        pooled = [downsample(image, mask, factor) for image, mask in zip(self.images, self.masks)]
+        return VolumeTensors(self.patient_ids, torch.stack([p[0] for p in pooled]), torch.stack([p[1] for p in pooled]),
+                             self.labels, self.spacing_mm)
+
     def batch(self, index: np.ndarray | list[int], device: torch.device,
               transform: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -90,8 +96,8 @@ def load_split(volumes: VolumeSource | str | os.PathLike, patient_ids: list[str]
         raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
     source = open_volumes(volumes)
     if target == "regions" and "regions" not in source.column_names:
-        raise InputError(f"{source.path}: the volumes dataset has no 'regions' column (target 'regions' "
-                         "needs a dataset built by a prepare that stores them; rerun prepare)")
+        raise InputError(f"{source.path} ({source.folder}): the volumes dataset has no 'regions' column (target "
+                         "'regions' needs a dataset built by a prepare that stores them; rerun prepare and publish)")
     loaded = {}
     rows = source.rows(patient_ids)
     for pid, row in tqdm(rows, total=len(patient_ids), desc="load volumes", unit="patient", disable=not progress,

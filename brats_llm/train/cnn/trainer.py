@@ -23,8 +23,8 @@ from brats_llm.metrics.classification import roc_auc
 from brats_llm.metrics.segmentation import dice
 from brats_llm.split.splits import oversample_indices, read_splits
 from brats_llm.train.cnn.data import TARGETS, VolumeTensors, fold_patients, load_split, require_grades
-from brats_llm.train.cnn.source import VolumeSource, open_volumes
 from brats_llm.train.cnn.models import ARCHITECTURES, build_model, soft_dice_loss
+from brats_llm.train.cnn.source import VolumeSource, open_volumes
 
 log = logging.getLogger(__name__)
 TASKS = ("cls", "seg")
@@ -235,6 +235,9 @@ def train_fold(task: str, volumes: VolumeSource, splits_file: Path, fold: int, o
     start_epoch, best = 0, {"metric": -np.inf, "loss": np.inf, "epoch": -1}
     if resume and (out_dir / CHECKPOINT_LAST).is_file():
         state = torch.load(out_dir / CHECKPOINT_LAST, map_location=dist.device, weights_only=True)
+        if state["meta"]["dataset"] != meta["dataset"]:
+            raise InputError(f"{out_dir / CHECKPOINT_LAST} was trained on {state['meta']['dataset']}, not on "
+                             f"{meta['dataset']}: --resume needs the same data (train from scratch without it)")
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         start_epoch, best = state["epoch"], state["best"]

@@ -153,7 +153,7 @@ def finetune(task: str, revision_file: str | os.PathLike, out_dir: str | os.Path
     Raises:
         BackendUnavailable: ``unsloth`` asked for without CUDA or without the extra.
     """
-    from brats_llm.publish.hub import load_published
+    from brats_llm.publish.pinned import load_published
 
     if task not in TASKS:
         raise InputError(f"unknown task {task!r}; tasks are {TASKS}")
