@@ -15,6 +15,13 @@ class InputError(BratsLlmError, ValueError):
     """An input file, folder or value cannot be used (it names the path and why)."""
 
 
+class ParamsError(InputError):
+    """A params file or section is missing or malformed, or a value has the wrong type or range.
+
+    The message names ``section.key``, the value given and what is expected.
+    """
+
+
 class MissingInputError(BratsLlmError, FileNotFoundError):
     """An input path the command needs does not exist."""
 

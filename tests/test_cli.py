@@ -4,6 +4,7 @@ import json
 
 import pytest
 from click.testing import CliRunner
+import yaml
 
 from brats_llm.cli import main
 
@@ -169,3 +170,34 @@ def test_no_usable_case_says_where_to_look_without_a_report(tmp_path):
     (tmp_path / "raw").mkdir()
     result = CliRunner().invoke(main, ["prepare", str(tmp_path / "raw"), str(tmp_path / "out")])
     assert result.exit_code == 1 and "--report" in result.output and "see the report" not in result.output
+
+
+@pytest.mark.parametrize("section, text, phrase", [
+    ("prepare", "prepare: {slices: 95.7}\n", "prepare.slices = 95.7 is not valid: expected an integer"),
+    ("prepare", "prepare: {slices: ninety}\n", "prepare.slices = 'ninety' is not valid: expected an integer"),
+    ("publish", "publish: {repo_id: ../../etc}\n", "publish.repo_id '../../etc' is not a valid Hub repo id"),
+])
+def test_bad_param_values_are_refused_before_any_work(tmp_path, section, text, phrase):
+    params = tmp_path / "params.yaml"
+    params.write_text(text)
+    inputs = [tmp_path / name for name in ("raw", "volumes", "slices", "geometry", "conversations")]
+    for folder in inputs:
+        folder.mkdir()
+    out = tmp_path / "out"
+    args = ([str(inputs[0]), str(out)] if section == "prepare"
+            else [*map(str, inputs[1:]), str(out), str(tmp_path / "revision.json")])
+    result = CliRunner().invoke(main, [section, *args, "--params", str(params)])
+    assert result.exit_code == 2 and phrase in " ".join(result.output.split())
+    assert not out.exists() and not (tmp_path / "revision.json").exists()
+
+
+@pytest.mark.parametrize("section, key, value", [("llm", "split", 3), ("llm", "model", ["a"]),
+                                                 ("llm_finetune", "backend", True)])
+def test_keys_read_outside_a_stage_are_type_checked(tmp_path, section, key, value):
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({section: {key: value}}))
+    revision = tmp_path / "revision.json"
+    revision.write_text("{}")
+    result = CliRunner().invoke(main, ["llm-inspect", "--task", "cls", str(revision), "--params", str(params)])
+    assert result.exit_code == 2, result.output
+    assert f"{section}.{key} = {value!r} is not valid" in result.output

@@ -176,3 +176,32 @@ def test_unreadable_folder_listed_in_mapping_is_not_reported_twice(tmp_path, cas
     why = [(e.id, e.reason) for e in inventory.excluded]
     assert why == [("BraTS20_Training_002", "cannot list folder (Permission denied)")]
     assert os.path.isdir(tmp_path / "BraTS20_Training_002")
+
+
+@pytest.mark.parametrize("graded", [True, False])
+def test_hidden_case_folder_is_reported(tmp_path, case_factory, graded):
+    parent = tmp_path / "HGG" if graded else tmp_path
+    case_factory(parent, "Brats18_A_1")
+    hidden = case_factory(parent, ".Brats18_B_1")
+    (parent / ".cache").mkdir()  # hidden folders without NIfTI files stay silent
+    (parent / ".cache" / "notes.txt").write_text("x")
+    inventory = discover(tmp_path)
+    assert [c.patient_id for c in inventory.cases] == (["Brats18_A_1"] if graded else [])
+    hidden_rows = [e for e in inventory.excluded if e.path == str(hidden)]
+    assert len(hidden_rows) == 1 and hidden_rows[0].id == ".Brats18_B_1"
+    assert "hidden folder (its name starts with '.')" in hidden_rows[0].reason
+    assert not any(".cache" in e.path for e in inventory.excluded)
+
+
+def test_symlink_loop_is_named_a_loop(tmp_path, case_factory):
+    case_factory(tmp_path / "HGG", "Brats18_A_1")
+    case_dir = case_factory(tmp_path / "HGG", "Brats18_B_1")
+    image = case_dir / "Brats18_B_1_t2.nii.gz"
+    image.unlink()
+    image.symlink_to(image)  # a file that links to itself
+    (tmp_path / "HGG" / "Brats18_C_1").symlink_to(tmp_path / "HGG" / "Brats18_C_1")  # a looping case folder
+    inventory = discover(tmp_path)
+    assert [c.patient_id for c in inventory.cases] == ["Brats18_A_1"]
+    why = {e.id: (e.path, e.reason) for e in inventory.excluded}
+    assert why["Brats18_B_1"] == (str(image), "symbolic link loop (the link leads back to itself)")
+    assert why["Brats18_C_1"] == (str(tmp_path / "HGG" / "Brats18_C_1"), "symbolic link loop (the link leads back to itself)")

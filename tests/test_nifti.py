@@ -138,3 +138,32 @@ def test_case_error_is_a_project_input_error():
     error = CaseError("/x/c1_t2.nii.gz", "broken")
     assert isinstance(error, InputError) and isinstance(error, BratsLlmError) and isinstance(error, ValueError)
     assert str(error) == "/x/c1_t2.nii.gz: broken"
+
+
+def _rewrite_affine(case_dir, affine):
+    for path in case_dir.iterdir():
+        data = np.zeros(TINY_SHAPE, np.uint8) if "seg" in path.name else np.full(TINY_SHAPE, 7, np.int16)
+        if "seg" in path.name:
+            data[10:20, 10:20, 10:20] = 2
+        path.write_bytes(nifti_bytes(data, affine))
+
+
+def test_sheared_affine_is_refused_naming_the_file(root, case_factory):
+    case_dir = case_factory(root / "HGG", "c1")
+    sheared = np.diag([-1.0, -1.0, 1.0, 1.0])
+    sheared[0, 1] = 0.3  # every file agrees, so only the shear itself can be refused
+    _rewrite_affine(case_dir, sheared)
+    case = only_case(root)
+    with pytest.raises(CaseError, match=r"affine is sheared: voxel axes i and j meet at 106\.7 degrees") as info:
+        load_case(case)
+    assert info.value.path == str(case.images[0])
+
+
+def test_oblique_orthogonal_affine_is_accepted(root, case_factory):
+    case_dir = case_factory(root / "HGG", "c1")
+    angle = np.radians(10)
+    rotation = np.array([[np.cos(angle), -np.sin(angle), 0], [np.sin(angle), np.cos(angle), 0], [0, 0, 1]])
+    oblique = np.eye(4)
+    oblique[:3, :3] = rotation @ np.diag([-1.0, -1.0, 2.0])
+    _rewrite_affine(case_dir, oblique)
+    assert load_case(only_case(root)).spacing_mm == pytest.approx((1.0, 1.0, 2.0))

@@ -157,6 +157,7 @@ STAGES = [
     ("publish", ["publish", "{a}", "{b}", "{c}", "{d}", "{a}", "{rev}"]),
     ("publish REVISION_FILE", ["publish", "{a}", "{b}", "{c}", "{d}", "{hub}", "{a}/rev.json"]),
     ("tiny-model", ["tiny-model", "{cfg}", "--params", "{cfg}/params.yaml"]),
+    ("general-model", ["general-model", "{a}", "{a}"]),
     ("llm-infer", ["llm-infer", "--task", "cls", "{rev}", "{hub}"]),
     ("llm-infer --adapter", ["llm-infer", "--task", "cls", "--adapter", "{a}", "{rev}", "{a}"]),
     ("llm-finetune", ["llm-finetune", "--task", "cls", "--model", "{a}", "{rev}", "{a}"]),

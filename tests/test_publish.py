@@ -223,3 +223,14 @@ def test_a_stage_checks_and_fetches_only_its_config(built, tmp_path, hub_env, mo
         with pytest.raises(InputError, match="no longer matches"):
             pinned.published_folder(tmp_path / "remote" / "revision.json", "geometry")
     assert record["revision"] and (fetched / "geometry").is_dir() and not (fetched / "volumes").exists()
+
+
+@pytest.mark.parametrize("repo_id", ["../../etc", "a/b/c", "-lab/x", "lab/" + "x" * 97])
+def test_invalid_repo_id_is_refused_with_the_reason(repo_id, tmp_path):
+    from brats_llm.publish.hub import upload_to_hub
+
+    with pytest.raises(ValueError, match=r"repo_id .* is not a valid Hub repo id \('name' or 'namespace/name'\): Repo id must"):
+        PublishParams(repo_id=repo_id)
+    with pytest.raises(PublishError, match="is not a valid Hub repo id") as info:  # before any connection
+        upload_to_hub(tmp_path, repo_id, endpoint="http://127.0.0.1:9")
+    assert "HFValidationError" not in str(info.value)

@@ -52,7 +52,7 @@ SUFFIX_2023 = {"flair": "t2f", "t1": "t1n", "t1ce": "t1c", "t2": "t2w"}
 TO_MSD = {0: 0, 1: 2, 2: 1, 4: 3}
 
 
-def patient(seed: int = 3) -> tuple[list[np.ndarray], np.ndarray]:
+def patient(seed: int = 4) -> tuple[list[np.ndarray], np.ndarray]:
     """One synthetic HGG patient (LPS voxel order) with labels 1/2/4, as BraTS 2017-2021 ship them."""
     images, labels = synthesize_case(np.random.default_rng(seed), "HGG", TINY_SHAPE)
     assert set(np.unique(labels)) == {0, 1, 2, 4}

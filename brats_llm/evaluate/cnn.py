@@ -40,6 +40,11 @@ class ClsEvalParams:
     bootstrap: int = 1000
     seed: int = 2020
 
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.threshold <= 1.0:
+            raise ValueError(f"threshold must lie in [0, 1] (a probability), got {self.threshold}")
+        _check_bootstrap(self.bootstrap, self.seed)
+
 
 @dataclass(frozen=True)
 class SegEvalParams:
@@ -67,9 +72,18 @@ class SegEvalParams:
     def __post_init__(self) -> None:
         object.__setattr__(self, "thresholds", tuple(float(t) for t in self.thresholds))
         if not self.thresholds or not all(0.0 < t < 1.0 for t in self.thresholds):
-            raise ValueError("thresholds must be values in (0, 1)")
-        if self.lesion_dilation < 0 or self.lesion_min_volume_mm3 < 0:
-            raise ValueError("lesion_dilation and lesion_min_volume_mm3 must not be negative")
+            raise ValueError(f"thresholds must be values in (0, 1), got {list(self.thresholds)}")
+        _check_bootstrap(self.bootstrap, self.seed)
+        for name in ("overlays", "lesion_dilation", "lesion_min_volume_mm3"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+
+
+def _check_bootstrap(bootstrap: int, seed: int) -> None:
+    if bootstrap < 1:
+        raise ValueError(f"bootstrap must be >= 1 (replicates), got {bootstrap}")
+    if seed < 0:
+        raise ValueError(f"seed must be >= 0, got {seed}")
 
 
 def load_best(model_dir: Path) -> tuple[torch.nn.Module, dict[str, Any]]:

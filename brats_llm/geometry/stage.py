@@ -10,6 +10,7 @@ from datasets import Features, Image, List, Value
 from tqdm.auto import tqdm
 
 from brats_llm.arrowio import dataset_writer
+from brats_llm.constants import MODALITIES
 from brats_llm.errors import InputError
 from brats_llm.geometry.shapes import slice_geometry
 from brats_llm.slices.slices import load_slices, patient_fields
@@ -28,8 +29,10 @@ class GeometryParams:
     min_tumour_pixels: int = 1
 
     def __post_init__(self) -> None:
+        if self.modality not in MODALITIES:
+            raise ValueError(f"modality must be one of {MODALITIES}, got {self.modality!r}")
         if self.min_tumour_pixels < 1:
-            raise ValueError("min_tumour_pixels must be >= 1")
+            raise ValueError(f"min_tumour_pixels must be >= 1, got {self.min_tumour_pixels}")
 
 
 def geometry_features() -> Features:

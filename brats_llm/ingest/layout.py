@@ -16,6 +16,7 @@ Releases without grades give cases with ``grade == NO_GRADE``: no grade is inven
 from __future__ import annotations
 
 import csv
+import errno
 import json
 import os
 import re
@@ -61,6 +62,8 @@ MSD_LABEL_NAMES = {"background": 0, "edema": REGION_EDEMA, "oedema": REGION_EDEM
                    "non-enhancing tumor": REGION_NCR_NET, "non-enhancing tumour": REGION_NCR_NET,
                    "enhancing tumor": REGION_ENHANCING, "enhancing tumour": REGION_ENHANCING}
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
+#: Why a case folder named ``.something`` is left out (it is reported, not dropped silently).
+HIDDEN_REASON = "hidden folder (its name starts with '.') holding NIfTI files: skipped; rename it to include the case"
 
 
 class CaseError(InputError):
@@ -152,9 +155,10 @@ def _list(folder: Path) -> list[Path]:
     try:
         return sorted(folder.iterdir())
     except OSError as error:
-        if _file_problem(folder) == "broken symbolic link":
-            raise CaseError(folder, "broken symbolic link (its target does not exist)") from error
-        raise CaseError(folder, f"cannot list folder ({_why(error)})") from error
+        dangling = _dangling_link(folder)
+        if dangling == BROKEN_LINK:
+            raise CaseError(folder, f"{BROKEN_LINK} (its target does not exist)") from error
+        raise CaseError(folder, dangling or f"cannot list folder ({_why(error)})") from error
 
 
 def _is_dir(path: Path) -> bool:
@@ -165,13 +169,34 @@ def _is_dir(path: Path) -> bool:
         raise CaseError(path, f"cannot read ({_why(error)})") from error
 
 
+#: Reasons for symbolic links that lead nowhere.
+BROKEN_LINK = "broken symbolic link"
+LINK_LOOP = "symbolic link loop (the link leads back to itself)"
+
+
+def _dangling_link(path: Path) -> str | None:
+    """``BROKEN_LINK`` or ``LINK_LOOP`` when ``path`` is a symbolic link whose target cannot be reached, else None."""
+    if not path.is_symlink():
+        return None
+    try:
+        os.stat(path)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            return LINK_LOOP
+        return BROKEN_LINK if error.errno in (errno.ENOENT, errno.ENOTDIR) else None
+    return None
+
+
 def _file_problem(path: Path) -> str | None:
     """Why ``path`` is not a regular file we can open, or None when it is one."""
     try:
         if path.is_file():
             return None
+        dangling = _dangling_link(path)
+        if dangling:
+            return dangling
         if path.is_symlink():
-            return "symbolic link to a folder, not a file" if path.exists() else "broken symbolic link"
+            return "symbolic link to a folder, not a file"
         return "is a folder, not a file" if path.is_dir() else "not a regular file"
     except OSError as error:
         return f"cannot read ({_why(error)})"
@@ -285,9 +310,27 @@ def _match_files(patient_id: str, folder: Path, files: list[Path],
 
 
 def _case_folders(parent: Path) -> list[Path]:
-    """Candidate case folders: sub-folders and broken symbolic links (reported, not skipped)."""
+    """Candidate case folders: sub-folders and broken or looping symbolic links (reported, not skipped)."""
     entries = [p for p in _list(parent) if not p.name.startswith(".")]
-    return [p for p in entries if _is_dir(p) or _file_problem(p) == "broken symbolic link"]
+    return [p for p in entries if _is_dir(p) or _dangling_link(p)]
+
+
+def _hidden_case_folders(parent: Path) -> list[Path]:
+    """Hidden sub-folders (name starting with ``.``) that hold NIfTI files: cases the user may have meant."""
+    found = []
+    for path in _list(parent):
+        try:
+            if path.name.startswith(".") and path.is_dir() and any(nifti_stem(p) for p in path.iterdir()):
+                found.append(path)
+        except OSError:
+            continue  # an unreadable hidden folder (.cache, .Trash) is not reported as a case
+    return found
+
+
+def _exclude_hidden(parents: list[Path], inventory: Inventory) -> None:
+    for folder in (hidden for parent in parents for hidden in _hidden_case_folders(parent)):
+        inventory.excluded.append(Exclusion(folder.name, str(folder), HIDDEN_REASON))
+
 
 
 def _inspect(folder: Path, grade: str | None, mapping: dict[str, str], inventory: Inventory,
@@ -355,6 +398,7 @@ def discover(raw_dir: str | Path) -> Inventory:
     if grade_folders:
         for grade_folder in grade_folders:
             candidates += [(p, grade_folder.name) for p in _case_folders(grade_folder)]
+        _exclude_hidden(grade_folders, inventory)
     else:
         mapping_path = root / MAPPING_FILE
         folders = _case_folders(root)
@@ -362,6 +406,7 @@ def discover(raw_dir: str | Path) -> Inventory:
         if inventory.layout == LAYOUT_2020 and os.path.lexists(mapping_path):
             mapping = _read_mapping(mapping_path, inventory.excluded)
         candidates = [(p, None) for p in folders]
+        _exclude_hidden([root], inventory)
 
     seen: dict[str, list[Path]] = defaultdict(list)
     found: list[CaseFiles] = []

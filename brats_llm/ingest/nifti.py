@@ -20,6 +20,9 @@ from brats_llm.ingest.layout import CaseError, CaseFiles
 
 #: Largest tolerated difference between the affines of one case's files (mm).
 AFFINE_TOLERANCE_MM = 1e-3
+#: Largest tolerated |cosine| between two voxel axes of an affine (1e-3: 0.06 degrees from a right angle;
+#: float32 storage of an orthogonal oblique sform is orders of magnitude closer).
+SHEAR_TOLERANCE = 1e-3
 
 
 @contextmanager
@@ -134,7 +137,7 @@ def load_case(case: CaseFiles) -> LoadedCase:
 
     Raises:
         CaseError: naming the first file that is unreadable, inconsistent, holds NaN/infinite
-            voxels or has bad labels.
+            voxels, has a sheared or degenerate affine or has bad labels.
     """
     if case.channels is not None:  # MSD: one 4D file holds every modality
         paths = (case.images[0], case.mask)
@@ -147,6 +150,7 @@ def load_case(case: CaseFiles) -> LoadedCase:
         reference = read_nifti(paths[0])
         arrays, others = [], list(paths)
     reference_path = paths[0]
+    check_orthogonal(reference.affine, reference_path)
     reference_shape = arrays[0].shape if arrays else _array_shape(reference)
     for path in others:
         image = reference if path == reference_path else read_nifti(path)
@@ -177,6 +181,25 @@ def load_case(case: CaseFiles) -> LoadedCase:
         spacing_mm=tuple(float(z) for z in zooms),
         notes=tuple(notes),
     )
+
+
+def check_orthogonal(affine: np.ndarray, path: Path) -> None:
+    """Refuse an affine whose voxel axes are degenerate or not at right angles (a sheared grid).
+
+    Reorientation and spacing assume a rotated, scaled voxel grid; a shear would silently give wrong
+    spacings and geometry. Oblique but orthogonal grids (rotations) are accepted.
+    """
+    axes = np.asarray(affine, dtype=float)[:3, :3]
+    lengths = np.linalg.norm(axes, axis=0)
+    if not np.all(np.isfinite(axes)) or np.any(lengths <= 0):
+        raise CaseError(path, f"affine is degenerate (voxel axis lengths {np.round(lengths, 4).tolist()} mm)")
+    cosines = (axes / lengths).T @ (axes / lengths)
+    off_diagonal = np.abs(np.triu(cosines, 1))
+    worst = np.unravel_index(np.argmax(off_diagonal), cosines.shape)
+    if off_diagonal[worst] > SHEAR_TOLERANCE:
+        angle = float(np.degrees(np.arccos(np.clip(cosines[worst], -1.0, 1.0))))
+        raise CaseError(path, f"affine is sheared: voxel axes {'ijk'[worst[0]]} and {'ijk'[worst[1]]} meet at "
+                              f"{angle:.1f} degrees, not 90 (resample the case to an orthogonal grid first)")
 
 
 def _array_shape(image: nib.Nifti1Image) -> tuple[int, ...]:

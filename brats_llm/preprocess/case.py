@@ -39,10 +39,16 @@ class PrepareParams:
     def __post_init__(self) -> None:
         if self.centre_on not in transforms.CENTRE_CHOICES:
             raise ValueError(f"centre_on must be one of {transforms.CENTRE_CHOICES}, got {self.centre_on!r}")
-        if self.slices < 1 or self.size < 1:
-            raise ValueError("slices and size must be positive")
-        if not 0.0 <= self.lower_percentile < self.upper_percentile <= 100.0:
-            raise ValueError("need 0 <= lower_percentile < upper_percentile <= 100")
+        if not self.raw_dir:
+            raise ValueError("raw_dir must name the raw release folder, got ''")
+        for name in ("slices", "size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0.0 <= self.lower_percentile < 100.0:
+            raise ValueError(f"lower_percentile must lie in [0, 100), got {self.lower_percentile}")
+        if not self.lower_percentile < self.upper_percentile <= 100.0:
+            raise ValueError(f"upper_percentile must be above lower_percentile ({self.lower_percentile}) and <= 100, "
+                             f"got {self.upper_percentile}")
 
 
 @dataclass(frozen=True)

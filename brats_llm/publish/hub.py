@@ -6,10 +6,12 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 from datasets import DatasetDict, load_from_disk
 from huggingface_hub import DatasetCard, DatasetCardData, HfApi
+from huggingface_hub.utils import HFValidationError, validate_repo_id
 
 from brats_llm import atomic
 from brats_llm.constants import GRADES
@@ -36,6 +38,25 @@ class PublishParams:
     private: bool = True
     endpoint: str = ""
 
+    def __post_init__(self) -> None:
+        if self.repo_id:
+            check_repo_id(self.repo_id, "repo_id")
+        if self.endpoint and urlsplit(self.endpoint).scheme not in ("http", "https"):
+            raise ValueError(f"endpoint must be an http(s) URL such as https://huggingface.co or '', got {self.endpoint!r}")
+
+
+def check_repo_id(repo_id: str, setting: str) -> None:
+    """Refuse a Hub repo id the Hub would refuse (``user/name``: letters, digits, ``-_.``), before any work.
+
+    Raises:
+        ValueError: naming ``setting``, the value and huggingface_hub's reason.
+    """
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as error:
+        raise ValueError(f"{setting} {repo_id!r} is not a valid Hub repo id ('name' or 'namespace/name'): "
+                         f"{str(error).split(':')[0]}") from error
+
 
 class PublishError(BratsLlmError, RuntimeError):
     """Upload failed or was refused; the message names the endpoint and repo, never the token."""
@@ -49,7 +70,7 @@ def resolve_endpoint(endpoint: str | None = None) -> str:
 
     Credentials in the URL (``https://user:secret@host``) are dropped: the result is logged and recorded.
     """
-    from urllib.parse import urlsplit, urlunsplit
+    from urllib.parse import urlunsplit
 
     url = HfApi(endpoint=endpoint or None).endpoint.rstrip("/")
     parts = urlsplit(url)
@@ -127,8 +148,13 @@ def upload_to_hub(folder: Path, repo_id: str, *, repo_type: str = "dataset", pri
     The token comes from ``HF_TOKEN`` or ``hf auth login`` (huggingface_hub resolves it; never logged).
 
     Raises:
-        PublishError: visibility mismatch; authentication, network or server failure (the local folder is kept).
+        PublishError: invalid ``repo_id``; visibility mismatch; authentication, network or server failure
+            (the local folder is kept).
     """
+    try:
+        check_repo_id(repo_id, "repo id")
+    except ValueError as error:
+        raise PublishError(str(error)) from None
     api = HfApi(endpoint=resolve_endpoint(endpoint))
     where = f"{api.endpoint}/{'datasets/' if repo_type == 'dataset' else ''}{repo_id}"
     try:

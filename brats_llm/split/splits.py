@@ -37,9 +37,11 @@ class SplitParams:
 
     def __post_init__(self) -> None:
         if not 0.0 < self.test_fraction < 1.0:
-            raise ValueError("test_fraction must lie in (0, 1)")
+            raise ValueError(f"test_fraction must lie in (0, 1), got {self.test_fraction}")
         if self.folds < 2:
-            raise ValueError("folds must be >= 2")
+            raise ValueError(f"folds must be >= 2, got {self.folds}")
+        if not 0 <= self.seed < 2**32:
+            raise ValueError(f"seed must lie in [0, 2**32) (scikit-learn's random_state), got {self.seed}")
 
 
 @dataclass(frozen=True)

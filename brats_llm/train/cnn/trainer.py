@@ -68,8 +68,15 @@ class CnnTrainParams:
             raise ValueError(f"fold must be a fold number or 'all', got {self.fold!r}")
         if self.optimizer not in ("adamw", "adam"):
             raise ValueError(f"optimizer must be 'adamw' or 'adam', got {self.optimizer!r}")
-        if min(self.epochs, self.batch_size, self.downsample, self.checkpoint_every, self.threads) < 1 or self.lr <= 0:
-            raise ValueError("epochs, batch_size, downsample, checkpoint_every, threads and lr must be positive")
+        for name in ("epochs", "batch_size", "downsample", "checkpoint_every", "threads"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.weight_decay < 0:
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if self.seed < 0:
+            raise ValueError(f"seed must be >= 0, got {self.seed}")
 
 
 @dataclass(frozen=True)
@@ -99,8 +106,10 @@ class SegTrainParams(CnnTrainParams):
             raise ValueError(f"target must be one of {TARGETS}, got {self.target!r}")
         if self.architecture not in ARCHITECTURES:
             raise ValueError(f"architecture must be one of {ARCHITECTURES}, got {self.architecture!r}")
-        if self.width < 1 or self.levels < 2:
-            raise ValueError("width must be positive and levels at least 2")
+        if self.width < 1:
+            raise ValueError(f"width must be >= 1, got {self.width}")
+        if self.levels < 2:
+            raise ValueError(f"levels must be >= 2, got {self.levels}")
 
 
 class Distributed:
