@@ -73,7 +73,9 @@ CANONICAL_AXCODES: tuple[str, str, str] = ("L", "P", "S")
 # Arrays are stored as (slice, row, col) = (NIfTI k, j, i) after reorientation to LPS: row 0 is the
 # anterior edge, column 0 the patient's right (radiological view), slice 0 the most inferior slice
 # of the crop window. 2D geometry uses x = column, y = row, origin at the top-left pixel corner,
-# pixel units of the IMAGE_SIZE x IMAGE_SIZE slice.
+# pixel units of the slice as stored (prepare.size x prepare.size for axial slices).
+#: Default of ``prepare.size`` (the paper's 128) and nothing else: every later stage reads the size
+#: from the data (image / mask shapes), so ``-S prepare.size=224`` is honoured downstream.
 IMAGE_SIZE = 128
 N_SLICES = 95
 AXIS_SLICE, AXIS_ROW, AXIS_COL = 0, 1, 2

@@ -12,6 +12,8 @@ from brats_llm.conversations.build import keywords
 from brats_llm.conversations.parse import FORMAT_ERROR, INVALID_VALUE, OK, parse_answer
 from brats_llm.conversations.prompts import PROMPTS, TASKS, answer_text
 
+SHAPE = (128, 128)  #: (height, width) of the image answered about (size rules: test_image_size.py)
+
 
 def test_every_prompt_states_a_json_format():
     for task in TASKS:
@@ -27,11 +29,11 @@ def test_answers_round_trip():
     assert len(reason) == 10 and "left-hemisphere" in reason and "anterior" in reason
     assert parse_answer("cls", answer_text("cls", (1, reason))).value == 1
     assert parse_answer("cls", answer_text("cls", (2, keywords(2, mask)))).value == 2
-    assert parse_answer("center", answer_text("center", [94.5, 29.5])).value == (94.5, 29.5)
+    assert parse_answer("center", answer_text("center", [94.5, 29.5]), SHAPE).value == (94.5, 29.5)
     box = [[80, 20], [109, 20], [109, 39], [80, 39]]
-    assert parse_answer("bbox", answer_text("bbox", box)).value == [tuple(p) for p in box]
+    assert parse_answer("bbox", answer_text("bbox", box), SHAPE).value == [tuple(p) for p in box]
     polygon = [[64 + 20 * np.cos(a), 64 - 20 * np.sin(a)] for a in np.linspace(0, 2 * np.pi, 12, endpoint=False)]
-    parsed = parse_answer("polygon", answer_text("polygon", polygon))
+    parsed = parse_answer("polygon", answer_text("polygon", polygon), SHAPE)
     assert parsed.status == OK and np.allclose(parsed.value, polygon, atol=0.05)
 
 
@@ -46,7 +48,7 @@ def test_answers_round_trip():
     ("no json here", "polygon", FORMAT_ERROR, None),
 ])
 def test_tolerant_format_strict_values(text, task, status, value):
-    parsed = parse_answer(task, text)
+    parsed = parse_answer(task, text, SHAPE)
     assert parsed.status == status
     if value is not None:
         assert parsed.value == value
@@ -59,7 +61,7 @@ def test_fuzzed_answers_never_raise():
     for _ in range(10_000):
         text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 40)))
         for task in TASKS:
-            statuses.add(parse_answer(task, text).status)
+            statuses.add(parse_answer(task, text, SHAPE).status)
     assert statuses <= {OK, FORMAT_ERROR, INVALID_VALUE} and FORMAT_ERROR in statuses
 
 
@@ -78,7 +80,7 @@ def test_structured_fuzz_keeps_the_value_rules(value, prose, fence):
     body = json.dumps(value)
     text = f"{prose}```json\n{body}\n```" if fence else f"{prose}{body}"
     for task in TASKS:
-        parsed = parse_answer(task, text)
+        parsed = parse_answer(task, text, SHAPE)
         assert parsed.status in {OK, FORMAT_ERROR, INVALID_VALUE}
         if parsed.status != OK:
             continue

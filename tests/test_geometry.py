@@ -104,7 +104,7 @@ def test_one_pixel_tumour_rasterises_to_its_pixel_whatever_the_parity(x, y):
     assert geometry.polygon_iou == 1.0
     assert np.array_equal(rasterize_polygon(geometry.polygon, mask.shape), mask)
     for task, value in (("polygon", geometry.polygon), ("bbox", geometry.bbox)):  # a perfect answer, scored like a model's
-        parsed = parse_answer(task, answer_text(task, value))
+        parsed = parse_answer(task, answer_text(task, value), mask.shape)
         assert parsed.status == "ok" and np.array_equal(region_mask(task, parsed.value, mask.shape), mask), task
 
 

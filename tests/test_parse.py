@@ -15,12 +15,13 @@ from brats_llm.conversations.prompts import TASKS
 
 STATUSES = {OK, FORMAT_ERROR, INVALID_VALUE}
 BOX = [[10, 10], [20, 10], [20, 20], [10, 20]]
+SHAPE = (128, 128)  #: (height, width) of the image answered about (size rules: test_image_size.py)
 
 
 def check_all_tasks(text: str) -> dict[str, Parsed]:
     results = {}
     for task in TASKS:
-        parsed = parse_answer(task, text)
+        parsed = parse_answer(task, text, SHAPE)
         assert isinstance(parsed, Parsed) and parsed.status in STATUSES, (task, parsed)
         results[task] = parsed
     return results
@@ -33,7 +34,7 @@ TINY = ["1e-400", "0." + "0" * 400 + "1", "-0", "0e999999999999"]  # all 0.0: va
 
 @pytest.mark.parametrize("number", TINY)
 def test_tiny_numbers_are_zero(number):
-    assert parse_answer("center", f'{{"center": [{number}, 5]}}').value == (0.0, 5.0)
+    assert parse_answer("center", f'{{"center": [{number}, 5]}}', SHAPE).value == (0.0, 5.0)
     check_all_tasks(f'{{"bbox": [[{number}, 10], [20, 10]], "polygon": {number}, "label": {number}}}')
 
 
@@ -55,16 +56,16 @@ def test_huge_and_special_numbers_in_every_field(number):
 
 
 def test_the_300_digit_coordinate_is_out_of_range_not_a_crash():
-    assert parse_answer("center", '{"center": [1' + "0" * 300 + ", 5]}").status == INVALID_VALUE
-    assert parse_answer("center", f'{{"center": [{10 ** 400}, 5]}}').status == FORMAT_ERROR  # not a finite float
-    assert parse_answer("center", '{"center": [1e400, 5]}').status == FORMAT_ERROR
-    assert parse_answer("center", '{"center": [NaN, 5]}').status == FORMAT_ERROR
+    assert parse_answer("center", '{"center": [1' + "0" * 300 + ", 5]}", SHAPE).status == INVALID_VALUE
+    assert parse_answer("center", f'{{"center": [{10 ** 400}, 5]}}', SHAPE).status == FORMAT_ERROR  # not a finite float
+    assert parse_answer("center", '{"center": [1e400, 5]}', SHAPE).status == FORMAT_ERROR
+    assert parse_answer("center", '{"center": [NaN, 5]}', SHAPE).status == FORMAT_ERROR
 
 
 def test_huge_numbers_elsewhere_do_not_hide_the_answer():
     reason = "9" * 5000  # past Python's 4300-digit int limit
-    assert parse_answer("bbox", json.dumps({"bbox": BOX})[:-1] + f', "reason": {reason}}}').status == OK
-    assert parse_answer("center", f'{{"center": [12, 34], "n": {"1" * 100_000}}}').value == (12.0, 34.0)
+    assert parse_answer("bbox", json.dumps({"bbox": BOX})[:-1] + f', "reason": {reason}}}', SHAPE).status == OK
+    assert parse_answer("center", f'{{"center": [12, 34], "n": {"1" * 100_000}}}', SHAPE).value == (12.0, 34.0)
 
 
 @pytest.mark.parametrize("text, task, value", [
@@ -81,7 +82,7 @@ def test_huge_numbers_elsewhere_do_not_hide_the_answer():
     ('{"center": [5, 6]} {"center": [7, 8]}', "center", (5.0, 6.0)),  # the first object wins
 ])
 def test_tolerant_extraction(text, task, value):
-    parsed = parse_answer(task, text)
+    parsed = parse_answer(task, text, SHAPE)
     if value is None:
         assert parsed.status == FORMAT_ERROR
     else:
@@ -109,7 +110,7 @@ def test_deep_valid_nesting_finds_the_inner_answer():
     text = '{"a":' * 100_000 + '{"center": [3, 4]}' + "}" * 100_000
     assert check_all_tasks(text)["center"].status == FORMAT_ERROR  # the first object is an outer one
     text = "{" * 100_000 + '{"center": [3, 4]}'  # unbalanced prefix: the inner object is the first valid one
-    assert parse_answer("center", text).value == (3.0, 4.0)
+    assert parse_answer("center", text, SHAPE).value == (3.0, 4.0)
 
 
 SHAPES = {
@@ -131,22 +132,22 @@ SHAPES = {
 def test_megabytes_of_brackets_never_raise(shape, megabytes):
     unit = SHAPES[shape]
     text = unit * (megabytes * 1_000_000 // len(unit))
-    parsed = parse_answer("center", text)
+    parsed = parse_answer("center", text, SHAPE)
     assert parsed.status == FORMAT_ERROR
 
 
 def test_many_failed_candidates_are_capped():
     text = '{"a"} ' * (MAX_CANDIDATES + 10) + '{"center": [1, 2]}'
-    assert parse_answer("center", text).status == FORMAT_ERROR  # documented: later candidates are not tried
+    assert parse_answer("center", text, SHAPE).status == FORMAT_ERROR  # documented: later candidates are not tried
     text = '{"a"} ' * (MAX_CANDIDATES - 10) + '{"center": [1, 2]}'
-    assert parse_answer("center", text).value == (1.0, 2.0)
+    assert parse_answer("center", text, SHAPE).value == (1.0, 2.0)
 
 
 def _best_time(text: str, repeats: int = 3) -> float:
     best = float("inf")
     for _ in range(repeats):
         start = time.perf_counter()
-        parse_answer("polygon", text)
+        parse_answer("polygon", text, SHAPE)
         best = min(best, time.perf_counter() - start)
     return best
 

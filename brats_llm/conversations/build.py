@@ -15,7 +15,6 @@ from tqdm.auto import tqdm
 
 from brats_llm import atomic
 from brats_llm.arrowio import dataset_writer
-from brats_llm.constants import IMAGE_SIZE
 from brats_llm.conversations.prompts import PROMPT_VERSION, TASKS, answer_text, prompt
 from brats_llm.errors import InputError
 from brats_llm.slices.slices import PLANES, load_slices
@@ -28,6 +27,9 @@ GRADE_KEYWORDS = {
 }
 NO_GLIOMA_KEYWORDS = ["no-lesion", "symmetric", "normal-signal", "no-oedema", "no-mass-effect", "no-necrosis",
                       "preserved-sulci", "normal-ventricles", "homogeneous", "no-enhancement"]
+#: Size keywords: tumour area above these shares of a width x width in-plane grid is "large" / "medium"
+#: (600 and 150 pixels of the 128 x 128 slice), so the words do not change with ``prepare.size``.
+LARGE_AREA_SHARE, MEDIUM_AREA_SHARE = 600 / 128**2, 150 / 128**2
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,10 @@ class ConversationParams:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "finetune_planes", tuple(self.finetune_planes))
+        if self.fold < 0:
+            raise InputError(f"conversations.fold must be >= 0, got {self.fold}")
+        if self.seed < 0:
+            raise InputError(f"conversations.seed must be >= 0, got {self.seed}")
         if not self.finetune_planes or set(self.finetune_planes) - set(PLANES):
             raise InputError(f"conversations.finetune_planes must be a non-empty subset of {tuple(PLANES)}, "
                              f"got {list(self.finetune_planes)}")
@@ -75,14 +81,17 @@ def keywords(label: int, mask: np.ndarray, plane: str = "axial") -> list[str]:
     """Ten reason keywords from the ground truth: grade-typical signs plus measured size, side and shape.
 
     Position words are measured on the slice as shown: left/right hemisphere (radiological view) on axial and
-    coronal slices, anterior/posterior on axial and sagittal ones, superior/inferior on coronal ones.
+    coronal slices, anterior/posterior on axial and sagittal ones, superior/inferior on coronal ones. Size
+    words compare the area with the in-plane grid (the width: coronal / sagittal slices are slices x width).
     """
     if label == 2:
         return list(NO_GLIOMA_KEYWORDS)
+    if mask.ndim != 2:
+        raise ValueError(f"keywords need a 2D mask, got shape {mask.shape}")
     ys, xs = np.nonzero(mask)
-    height, width = mask.shape if mask.ndim == 2 else (IMAGE_SIZE, IMAGE_SIZE)
-    area = len(xs)
-    size = "large" if area > 600 else ("medium" if area > 150 else "small")
+    height, width = mask.shape
+    area, grid = len(xs), width * width
+    size = "large" if area > LARGE_AREA_SHARE * grid else ("medium" if area > MEDIUM_AREA_SHARE * grid else "small")
     if plane == "sagittal":
         side = "anterior" if xs.mean() < width / 2 else "posterior"
         front = "superior" if ys.mean() < height / 2 else "inferior"
@@ -123,7 +132,8 @@ def image_size(image) -> tuple[int, int]:
 def conversation(task: str, image, answer: str, *, plane: str = "axial", modality: str = "flair") -> dict:
     """One TRL-native chat: user turn = image placeholder + instruction, assistant turn = answer.
 
-    The instruction names ``plane`` and the size of ``image`` (coronal / sagittal slices are 128 x 95).
+    The instruction names ``plane`` and the size of ``image`` (coronal / sagittal slices are size x slices,
+    e.g. 128 x 95).
     """
     height, width = image_size(image)
     text = prompt(task, plane, height, width, modality)

@@ -12,7 +12,6 @@ from typing import Any
 
 from shapely.geometry import Polygon
 
-from brats_llm.constants import IMAGE_SIZE
 from brats_llm.conversations.prompts import CLASS_ANSWERS, CLASS_NAMES
 from brats_llm.geometry.shapes import MAX_POLYGON_POINTS, MIN_POLYGON_POINTS
 
@@ -137,8 +136,20 @@ def _point(value: Any) -> tuple[float, float] | None:
     return None
 
 
-def _inside(points: list[tuple[float, float]]) -> bool:
-    return all(0 <= x <= IMAGE_SIZE - 1 and 0 <= y <= IMAGE_SIZE - 1 for x, y in points)
+def _inside(points: list[tuple[float, float]], shape: tuple[int, int]) -> bool:
+    """Every point lies on the ``shape`` (rows, cols) grid: 0 <= x <= cols - 1, 0 <= y <= rows - 1."""
+    height, width = shape
+    return all(0 <= x <= width - 1 and 0 <= y <= height - 1 for x, y in points)
+
+
+def _image_shape(shape: tuple[int, int] | None, task: str) -> tuple[int, int]:
+    """``shape`` as (rows, cols) of positive ints; an error when a coordinate task has none (no default size)."""
+    if shape is None:
+        raise ValueError(f"parse_answer({task!r}, ...) needs the image shape (height, width) the answer is about: "
+                         "coordinates are checked against the slice's own size")
+    if len(shape) != 2 or min(int(v) for v in shape) < 1:
+        raise ValueError(f"image shape must be (height, width), both >= 1, got {tuple(shape)}")
+    return int(shape[0]), int(shape[1])
 
 
 def _parse_cls(text: str, obj: dict | None) -> Parsed:
@@ -159,16 +170,22 @@ def _parse_cls(text: str, obj: dict | None) -> Parsed:
     return Parsed(FORMAT_ERROR, detail="no label")
 
 
-def parse_answer(task: str, text: str) -> Parsed:
+def parse_answer(task: str, text: str, shape: tuple[int, int] | None = None) -> Parsed:
     """Parse an answer to ``task``; never raises for any string input, and takes time linear in its length.
+
+    ``shape`` is (height, width) in pixels of the image the answer is about (the slice shown): required
+    for center, bbox and polygon (a ValueError without it; there is no default size), unused for cls.
 
     The answer is the first balanced ``{...}`` that decodes to a JSON object (see :func:`_json_object`
     for the limits that keep adversarial text linear: at most :data:`MAX_CANDIDATES` candidates, only
     the innermost :data:`MAX_NESTING` open objects). Numbers that do not fit a finite float (``1e400``,
     a 400-digit integer, ``NaN``, ``Infinity``) are not coordinates: a format_error.
-    Values must lie inside the image; a box must have x_min <= x_max and y_min <= y_max; a polygon
-    needs 10-15 vertices forming a valid (non-self-intersecting, non-zero-area) shape.
+    Values must lie inside the image (0 <= x <= width - 1, 0 <= y <= height - 1); a box must have
+    x_min <= x_max and y_min <= y_max; a polygon needs 10-15 vertices forming a valid
+    (non-self-intersecting, non-zero-area) shape.
     """
+    if task in ("center", "bbox", "polygon"):
+        shape = _image_shape(shape, task)
     if not isinstance(text, str):
         return Parsed(FORMAT_ERROR, detail="not text")
     obj = _json_object(text)
@@ -181,7 +198,7 @@ def parse_answer(task: str, text: str) -> Parsed:
         point = _point(raw)
         if point is None:
             return Parsed(FORMAT_ERROR, detail="center is not [x, y]")
-        return Parsed(OK, point) if _inside([point]) else Parsed(INVALID_VALUE, point, "outside the image")
+        return Parsed(OK, point) if _inside([point], shape) else Parsed(INVALID_VALUE, point, "outside the image")
     if not isinstance(raw, list) or not raw:
         return Parsed(FORMAT_ERROR, detail=f"{task} is not a list of points")
     points = [_point(p) for p in raw]
@@ -191,7 +208,7 @@ def parse_answer(task: str, text: str) -> Parsed:
         if len(points) != 4:
             return Parsed(FORMAT_ERROR, detail=f"bbox needs 4 corners, got {len(points)}")
         (x0, y0), (x1, y1), (x2, y2), (x3, y3) = points
-        if not _inside(points):
+        if not _inside(points, shape):
             return Parsed(INVALID_VALUE, points, "outside the image")
         if not (x0 == x3 and x1 == x2 and y0 == y1 and y2 == y3 and x0 <= x1 and y0 <= y2):
             return Parsed(INVALID_VALUE, points, "corners are not TL, TR, BR, BL of one box")
@@ -199,7 +216,7 @@ def parse_answer(task: str, text: str) -> Parsed:
     if task == "polygon":
         if not MIN_POLYGON_POINTS <= len(points) <= MAX_POLYGON_POINTS:
             return Parsed(INVALID_VALUE, points, f"{len(points)} vertices, need {MIN_POLYGON_POINTS}-{MAX_POLYGON_POINTS}")
-        if not _inside(points):
+        if not _inside(points, shape):
             return Parsed(INVALID_VALUE, points, "outside the image")
         polygon = Polygon(points)
         if not polygon.is_valid or polygon.area == 0:

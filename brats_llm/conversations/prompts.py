@@ -2,15 +2,14 @@
 
 Every prompt names the plane and the size of the slice actually shown, states the coordinate frame and a
 strict JSON answer format, so answers are machine-parsable (see :mod:`brats_llm.conversations.parse`).
-:func:`prompt` builds the text for any plane and size; ``PROMPTS`` holds the axial 128 x 128 texts.
+:func:`prompt` builds the text for any plane and size (always the slice's own); ``PROMPTS`` holds the texts
+for an axial slice of the paper's 128 x 128 size, as examples.
 Bump ``PROMPT_VERSION`` on any change.
 """
 
 from __future__ import annotations
 
 import json
-
-from brats_llm.constants import IMAGE_SIZE
 
 PROMPT_VERSION = "2026.11-2"  # -2: plane and slice size stated per slice
 TASKS = ("cls", "center", "bbox", "polygon")
@@ -35,9 +34,9 @@ def _frame(height: int, width: int) -> str:
             f"y is the row (0 at the top, {height - 1} at the bottom).")
 
 
-def prompt(task: str, plane: str = "axial", height: int = IMAGE_SIZE, width: int = IMAGE_SIZE,
-           modality: str = "flair") -> str:
-    """The instruction of ``task`` for one ``modality`` slice of ``plane`` shown at ``width`` x ``height`` pixels."""
+def prompt(task: str, plane: str, height: int, width: int, modality: str = "flair") -> str:
+    """The instruction of ``task`` for one ``modality`` slice of ``plane`` shown at ``width`` x ``height`` pixels
+    (no default size: the caller passes the size of the image it shows)."""
     image, frame = _image(plane, height, width, modality), _frame(height, width)
     if task == "cls":
         return (f"{image} Classify the glioma on it as Low Grade Glioma (LGG-0), High Grade Glioma (HGG-1) or "
@@ -58,8 +57,8 @@ def prompt(task: str, plane: str = "axial", height: int = IMAGE_SIZE, width: int
     raise ValueError(f"unknown task {task!r}; tasks are {TASKS}")
 
 
-#: The axial 128 x 128 prompts (the paper's segmentation tasks and the default classification plane).
-PROMPTS = {task: prompt(task) for task in TASKS}
+#: Example prompts: an axial FLAIR slice at the paper's 128 x 128 (the pipeline states each slice's own size).
+PROMPTS = {task: prompt(task, "axial", 128, 128) for task in TASKS}
 
 
 def _number(value: float) -> float | int:

@@ -30,6 +30,9 @@ EDGE_EPS = 1e-6
 DECIMALS = 1
 
 MIN_POLYGON_POINTS, MAX_POLYGON_POINTS = 10, 15
+#: Tumour area (share of the slice) that earns the full 3 extra polygon points: 1,200 pixels of a 128 x 128
+#: slice, so the point count does not change with ``prepare.size``.
+LARGE_AREA_SHARE = 1200 / 128**2
 
 
 @dataclass(frozen=True)
@@ -70,13 +73,13 @@ def box_center(bbox: list[list[int]]) -> list[float]:
 def target_points(component: np.ndarray, contour: np.ndarray) -> int:
     """10 points for small, compact tumours, up to 15 for large or irregular ones.
 
-    Size adds up to 3 points (area 0 -> 1,200+ pixels of the 128 x 128 slice), irregularity up to
-    2 (solidity 0.9 -> 0.65; pixelated compact shapes sit above 0.9).
+    Size adds up to 3 points (area 0 -> :data:`LARGE_AREA_SHARE` of the slice, 1,200+ pixels of a 128 x 128
+    one), irregularity up to 2 (solidity 0.9 -> 0.65; pixelated compact shapes sit above 0.9).
     """
-    area = float(component.sum())
+    share = float(component.sum()) / component.size  # of the slice: the same tumour at any prepare.size
     hull_area = cv2.contourArea(cv2.convexHull(contour))
     solidity = min(1.0, cv2.contourArea(contour) / hull_area) if hull_area > 0 else 1.0
-    extra = min(3.0, 3.0 * area / 1200.0) + 2.0 * float(np.clip((0.9 - solidity) / 0.25, 0.0, 1.0))
+    extra = min(3.0, 3.0 * share / LARGE_AREA_SHARE) + 2.0 * float(np.clip((0.9 - solidity) / 0.25, 0.0, 1.0))
     return int(np.clip(MIN_POLYGON_POINTS + round(extra), MIN_POLYGON_POINTS, MAX_POLYGON_POINTS))
 
 

@@ -6,10 +6,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from brats_llm.constants import IMAGE_SIZE
 
-#: Distance charged to an answer with no usable point: the diagonal of the image (pixels).
-NO_POINT_DISTANCE = float(np.hypot(IMAGE_SIZE, IMAGE_SIZE))  # 181.02
+def no_point_distance(shape: tuple[int, int]) -> float:
+    """Distance charged to an answer with no usable point: the diagonal of the (rows, cols) image, in pixels
+    (181.02 on a 128 x 128 slice)."""
+    return float(np.hypot(shape[0], shape[1]))
 
 
 def _box_limits(box: Sequence[Sequence[float]]) -> tuple[float, float, float, float]:
@@ -34,22 +35,24 @@ def distance_to_box(point: Sequence[float], box: Sequence[Sequence[float]]) -> f
 
 
 def point_metrics(points: Sequence[Sequence[float] | None], boxes: Sequence[Sequence[Sequence[float]]],
-                  centers: Sequence[Sequence[float]]) -> dict[str, float]:
-    """The paper's centre-point metrics over one patient's (or any group of) slices.
+                  centers: Sequence[Sequence[float]], shape: tuple[int, int]) -> dict[str, float]:
+    """The paper's centre-point metrics over one patient's (or any group of) slices of one ``shape``.
 
-    A missing point (``None``: unparsable answer) is outside the box at :data:`NO_POINT_DISTANCE`.
+    ``shape`` is (rows, cols) of the slices the points are on. A missing point (``None``: unparsable
+    answer) is outside the box at :func:`no_point_distance` (the slice diagonal).
 
     Returns:
         ``in_box`` (fraction of points inside the true box), ``p95_box_distance`` and
-        ``p95_center_distance`` in pixels of the 128 grid, and both divided by the image size
-        (``*_norm``).
+        ``p95_center_distance`` in pixels of the slice, and both divided by the image size (its longer
+        side; the paper's 128) (``*_norm``).
     """
     if not (len(points) == len(boxes) == len(centers)) or not points:
         raise ValueError("points, boxes and centers need the same, non-zero length")
+    missing, size = no_point_distance(shape), float(max(shape))
     inside = [p is not None and in_box(p, b) for p, b in zip(points, boxes)]
-    to_box = [NO_POINT_DISTANCE if p is None else distance_to_box(p, b) for p, b in zip(points, boxes)]
-    to_center = [NO_POINT_DISTANCE if p is None else float(np.hypot(p[0] - c[0], p[1] - c[1]))
+    to_box = [missing if p is None else distance_to_box(p, b) for p, b in zip(points, boxes)]
+    to_center = [missing if p is None else float(np.hypot(p[0] - c[0], p[1] - c[1]))
                  for p, c in zip(points, centers)]
     box_p95, center_p95 = float(np.percentile(to_box, 95)), float(np.percentile(to_center, 95))
     return {"in_box": float(np.mean(inside)), "p95_box_distance": box_p95, "p95_center_distance": center_p95,
-            "p95_box_distance_norm": box_p95 / IMAGE_SIZE, "p95_center_distance_norm": center_p95 / IMAGE_SIZE}
+            "p95_box_distance_norm": box_p95 / size, "p95_center_distance_norm": center_p95 / size}

@@ -33,16 +33,16 @@ class SlicesParams:
     """
 
     modalities: tuple[str, ...] = ("flair",)
-    planes: tuple[str, ...] = ("axial",)
+    planes: tuple[str, ...] = ("axial", "coronal", "sagittal")
     tumour_range_only: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "modalities", tuple(self.modalities))
         object.__setattr__(self, "planes", tuple(self.planes))
         if not self.modalities or set(self.modalities) - set(MODALITIES):
-            raise ValueError(f"modalities must be a non-empty subset of {MODALITIES}")
+            raise ValueError(f"modalities must be a non-empty subset of {MODALITIES}, got {list(self.modalities)}")
         if not self.planes or set(self.planes) - set(PLANES):
-            raise ValueError(f"planes must be a non-empty subset of {tuple(PLANES)}")
+            raise ValueError(f"planes must be a non-empty subset of {tuple(PLANES)}, got {list(self.planes)}")
 
 
 def patient_fields() -> dict:
