@@ -1,7 +1,13 @@
-"""BraTS 2023 lesion-wise Dice / HD95 on hand-made cases whose values are worked out by hand below.
+"""BraTS 2023 lesion-wise Dice / HD95: against the challenge's own script, and on cases worked out by hand.
 
-Cubes of 4 x 4 x 4 voxels (64 voxels, 56 of them on the surface: 64 minus the 2 x 2 x 2 interior) at 1 mm
-unless stated. Distances between parallel cubes that share their (y, z) extent are differences in x.
+The reference values (tests/fixtures/lesionwise_reference.json) were computed by the BraTS 2023 scoring script
+(tests/fixtures/make_lesionwise_reference.py) on the pairs of tests/fixtures/lesionwise_pairs.py.
+
+Hand-worked cases: cubes of 4 x 4 x 4 voxels (64 voxels, 56 of them on the surface: 64 minus the 2 x 2 x 2
+interior) at 1 mm unless stated. Distances between parallel cubes that share their (y, z) extent are differences
+in x. The values below are worked out with surface voxels; the area-weighted surface (voxel corners, see
+brats_llm.metrics.surface) gives the same values on these axis-aligned cubes (the reference test checks the
+definition itself).
 """
 
 import time
@@ -11,6 +17,38 @@ import pytest
 
 from brats_llm.metrics.lesionwise import LESION_MISS_HD95_MM, lesion_wise
 from brats_llm.metrics.segmentation import REGION_NAMES, region_masks, region_metrics
+from tests.conftest import SAMPLE_DIR
+from tests.fixtures.lesionwise_pairs import all_pairs, reference, synthetic_pairs
+
+#: Tolerance of lesion-wise HD95 against the challenge script (mm).
+HD95_TOLERANCE_MM = 0.01
+
+
+def assert_matches_reference(pairs):
+    expected = reference()["pairs"]
+    for name, pred, truth, spacing in pairs:
+        assert list(spacing) == expected[name]["spacing"], name
+        for region, p, t in zip(REGION_NAMES, region_masks(pred), region_masks(truth)):
+            ours, theirs = lesion_wise(p, t, spacing), expected[name][region]
+            where = f"{name} {region}"
+            assert (ours.tp, ours.fn, ours.fp) == (theirs["tp"], theirs["fn"], theirs["fp"]), where
+            assert ours.dice == pytest.approx(theirs["lesionwise_dice"], abs=1e-9), where
+            assert ours.hd95_mm == pytest.approx(theirs["lesionwise_hd95_mm"], abs=HD95_TOLERANCE_MM), where
+
+
+def test_matches_the_challenge_script_on_synthetic_pairs():
+    pairs = all_pairs(None)
+    assert len(pairs) == len(synthetic_pairs()) == 3
+    assert_matches_reference(pairs)
+
+
+@pytest.mark.skipif(not SAMPLE_DIR.is_dir(), reason="the BraTS 2018 sample (../shared) is absent")
+def test_matches_the_challenge_script_on_real_mask_pairs():
+    pairs = [p for p in all_pairs(SAMPLE_DIR) if p[0].startswith("real")]
+    assert len(pairs) == 21  # 3 cases x 7 edits (eroded, dilated, shifted, blob, dropped ET, split, empty)
+    # all edits of the first case (1 mm), two of the anisotropic second: the fixture holds all 21 (time)
+    kept = [p for p in pairs if p[0].startswith("real0") or p[0] in ("real1_shifted", "real1_split_slab")]
+    assert_matches_reference(kept)
 
 SHAPE = (40, 16, 16)
 

@@ -20,9 +20,13 @@ slice stored at 128 px): the volume threshold is applied in mm^3 through each ca
 (50 mm^3 is about 14 voxels of 3.5 mm^3), and the dilation counts voxels of our grid (3 voxels reach
 3 mm across slices and about 5.6 mm in-plane, instead of 3 mm on the 1 mm grid).
 
-HD95 is :func:`brats_llm.metrics.segmentation.hd95` (MONAI's: the larger of the two directed 95th
-percentiles of surface-voxel distances, in mm); the challenge script weights surface elements by area
-(DeepMind ``surface-distance``), which can differ by a fraction of a voxel.
+Each lesion's HD95 is the challenge script's: DeepMind ``surface-distance`` 0.1 (``compute_surface_distances``
++ ``compute_robust_hausdorff(..., 95)``: surface elements on the voxel-corner grid weighted by their area),
+computed by :func:`brats_llm.metrics.surface.robust_hausdorff`; Dice, HD95 and the TP / FN / FP counts equal
+the challenge script's on the pairs in ``tests/fixtures/lesionwise_reference.json``.
+
+Not the ``brats-evaluation`` / ``panoptica`` definition (one-to-one matching, no dilation, no size threshold,
+mean over matched pairs only), which scores differently by design.
 """
 
 from __future__ import annotations
@@ -33,10 +37,10 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from brats_llm.metrics.segmentation import dice, hd95
+from brats_llm.metrics.surface import robust_hausdorff
 
 #: Penalty for a missed lesion or a false-positive component (the challenge script's value; the
-#: legacy whole-volume HD95 uses :data:`~brats_llm.metrics.segmentation.HD95_ONE_EMPTY_MM`, 373.13).
+#: whole-volume HD95 uses :data:`~brats_llm.metrics.segmentation.HD95_ONE_EMPTY_MM`, 373.13).
 LESION_MISS_HD95_MM = 374.0
 #: BraTS 2023 glioma parameters.
 GLIOMA_DILATION = 3
@@ -62,11 +66,9 @@ class LesionScores:
                 f"{prefix}fn": float(self.fn), f"{prefix}fp": float(self.fp)}
 
 
-def _crop(*masks: np.ndarray) -> tuple[slice, ...]:
-    """Bounding box of the union of ``masks``, grown by one voxel (surfaces stay identical)."""
-    union = np.logical_or.reduce(masks)
-    box = ndimage.find_objects(union.astype(np.uint8))[0]
-    return tuple(slice(max(s.start - 1, 0), min(s.stop + 1, n)) for s, n in zip(box, union.shape))
+def _dice(pred: np.ndarray, truth: np.ndarray) -> float:
+    """Dice of two masks, not both empty."""
+    return 2.0 * int(np.count_nonzero(pred & truth)) / (int(np.count_nonzero(pred)) + int(np.count_nonzero(truth)))
 
 
 def lesion_wise(pred: np.ndarray, truth: np.ndarray, spacing: Sequence[float] | None = None, *,
@@ -118,9 +120,8 @@ def lesion_wise(pred: np.ndarray, truth: np.ndarray, spacing: Sequence[float] | 
         box = tuple(slice(min(b[a].start for b in parts), max(b[a].stop for b in parts)) for a in range(3))
         lesion_mask = lesion_cc[box] == lesion
         pred_mask = np.isin(pred_cc[box], matched)
-        window = _crop(lesion_mask, pred_mask)
-        dices.append(dice(pred_mask[window], lesion_mask[window]))
-        distances.append(hd95(pred_mask[window], lesion_mask[window], spacing_array))
+        dices.append(_dice(pred_mask, lesion_mask))
+        distances.append(robust_hausdorff(pred_mask, lesion_mask, spacing_array, 95.0))
     fp = n_pred - len(np.unique(pairs[1]))
     entries = len(dices) + fp
     if entries == 0:

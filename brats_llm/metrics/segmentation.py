@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from scipy import ndimage
-from scipy.spatial import cKDTree
 
 from brats_llm.constants import REGIONS  # BraTS 2023 region convention (labels 1, 2, 3)
+from brats_llm.metrics.lesionwise import GLIOMA_DILATION, GLIOMA_MIN_VOLUME_MM3, lesion_wise
+from brats_llm.metrics.surface import robust_hausdorff
 
 #: BraTS convention for HD95 when exactly one of prediction and ground truth is empty: the
 #: diagonal of the 240 x 240 x 155 mm BraTS volume (as the BraTS 2021+ evaluation reports).
@@ -26,24 +26,13 @@ def dice(pred: np.ndarray, truth: np.ndarray) -> float:
     return 1.0 if total == 0 else 2.0 * int(np.sum(pred & truth)) / total
 
 
-def surface(mask: np.ndarray) -> np.ndarray:
-    """Surface voxels: the mask minus its binary erosion (face connectivity; outside the array = 0)."""
-    mask = _boolean(mask)
-    return mask & ~ndimage.binary_erosion(mask)
-
-
-def _directed_distances(from_surface: np.ndarray, to_surface: np.ndarray, spacing: np.ndarray) -> np.ndarray:
-    source = np.argwhere(from_surface) * spacing
-    target = np.argwhere(to_surface) * spacing
-    return cKDTree(target).query(source, k=1)[0]
-
-
 def hd95(pred: np.ndarray, truth: np.ndarray, spacing: Sequence[float] | None = None) -> float:
-    """95th-percentile symmetric Hausdorff distance between mask surfaces, in the units of ``spacing``.
+    """Area-weighted 95th-percentile Hausdorff distance between mask surfaces, in the units of ``spacing``.
 
-    The 95th percentile is taken of each directed set of surface-to-surface distances and the
-    larger one is returned (as MONAI's ``HausdorffDistanceMetric(percentile=95)``).
-    Conventions: both masks empty -> 0.0; exactly one empty -> :data:`HD95_ONE_EMPTY_MM`.
+    The BraTS 2023 scoring script's ``Legacy_HD95``: DeepMind ``surface-distance`` 0.1 (surface elements on the
+    voxel-corner grid weighted by area; :mod:`brats_llm.metrics.surface`), not MONAI's unweighted percentile of
+    boundary-voxel distances. Conventions: both masks empty -> 0.0; exactly one empty ->
+    :data:`HD95_ONE_EMPTY_MM` (the BraTS 2021 value; the 2023 script reports 374 there).
 
     Args:
         pred, truth: binary masks of the same shape (2D or 3D).
@@ -60,11 +49,7 @@ def hd95(pred: np.ndarray, truth: np.ndarray, spacing: Sequence[float] | None = 
     spacing_array = np.ones(pred.ndim) if spacing is None else np.asarray(spacing, dtype=float)
     if spacing_array.shape != (pred.ndim,):
         raise ValueError(f"spacing needs {pred.ndim} values, got {spacing}")
-    edges_pred, edges_truth = surface(pred), surface(truth)
-    return float(max(
-        np.percentile(_directed_distances(edges_pred, edges_truth, spacing_array), 95),
-        np.percentile(_directed_distances(edges_truth, edges_pred, spacing_array), 95),
-    ))
+    return robust_hausdorff(pred, truth, spacing_array, 95.0)
 
 
 def voxel_rates(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
@@ -105,9 +90,7 @@ def region_masks(labels: np.ndarray, names: Sequence[str] = REGION_NAMES) -> np.
 
 
 def region_metrics(pred: np.ndarray, truth: np.ndarray, spacing: Sequence[float] | None = None, *,
-                   dilation: int = 3, min_volume_mm3: float = 50.0) -> dict[str, float]:
+                   dilation: int = GLIOMA_DILATION, min_volume_mm3: float = GLIOMA_MIN_VOLUME_MM3) -> dict[str, float]:
     """Legacy whole-volume metrics and BraTS 2023 lesion-wise Dice / HD95 of one binary 3D region."""
-    from brats_llm.metrics.lesionwise import lesion_wise
-
     lesions = lesion_wise(pred, truth, spacing, dilation=dilation, min_volume_mm3=min_volume_mm3)
     return {**segmentation_metrics(pred, truth, spacing), **lesions.as_dict()}
