@@ -4,19 +4,23 @@ import json
 import re
 import sys
 import types
+from dataclasses import replace
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 import brats_llm.train.llm.finetune as finetune_module
+import brats_llm.train.llm.trainer as trainer_module
 
 from brats_llm.llm.infer import generate, prompt_texts
 from brats_llm.llm.model import ADAPTER_RECORD, load_model
 from brats_llm.publish.pinned import load_published
 from brats_llm.train.llm.collator import IGNORE_INDEX, VisionChatCollator
 from brats_llm.train.llm.finetune import BackendUnavailable, finetune, loss_curves
-from brats_llm.train.llm.lora import LANGUAGE_TARGETS, target_modules
+from brats_llm.train.llm.lora import LANGUAGE_TARGETS, lora_config, modules_to_save, target_modules
 from brats_llm.train.llm.params import FinetuneParams
+from brats_llm.train.llm.trainer import fit
 
 TASKS = ("cls", "center", "bbox", "polygon")
 
@@ -56,6 +60,22 @@ def test_lora_targets_language_only_unless_asked(tiny_model):
     assert set(language) < set(both) and any("vision_model" in n for n in both)
 
 
+def test_modules_to_save_trains_only_the_head_and_the_final_norm(tiny_model):
+    from peft import get_peft_model
+
+    assert modules_to_save("auto", smoke_model=True) == ["lm_head", "language_model.norm"]
+    assert modules_to_save("auto", smoke_model=False) is None and modules_to_save((), smoke_model=True) is None
+    assert modules_to_save(("lm_head",), smoke_model=False) == ["lm_head"]
+    model, _ = load_model(str(tiny_model), for_training=True)
+    model = get_peft_model(model, lora_config(4, 4, 0.0, False, modules_to_save("auto", smoke_model=True)))
+    whole = sorted(n for n, p in model.named_parameters() if p.requires_grad and "lora_" not in n)
+    assert whole == ["base_model.model.lm_head.modules_to_save.default.weight",  # no vision or per-layer norm
+                     "base_model.model.model.language_model.norm.modules_to_save.default.weight"]
+    with pytest.raises(ValueError, match="modules_to_save"):
+        small(modules_to_save="all")
+    assert small(modules_to_save=["lm_head"]).modules_to_save == ("lm_head",)
+
+
 def test_train_save_reload_generate(published, tiny_model, tmp_path):
     live = tmp_path / "live"
     record = finetune("center", published, tmp_path / "adapter", str(tiny_model), small(), live_dir=live)
@@ -69,15 +89,27 @@ def test_train_save_reload_generate(published, tiny_model, tmp_path):
     assert len((live / "plots" / "metrics" / "validation" / "loss.tsv").read_text().splitlines()) >= 2
 
     base, processor = load_model(str(tiny_model))
-    tuned, _ = load_model(str(tiny_model), adapter)
-    lora_b = [p for n, p in tuned.named_parameters() if "lora_B" in n]
+    unmerged, _ = load_model(str(tiny_model), adapter, for_training=True)  # the PEFT model as trained
+    tuned, _ = load_model(str(tiny_model), adapter)  # for inference: LoRA merged into the weights
+    lora_b = [p for n, p in unmerged.named_parameters() if "lora_B" in n]
     assert lora_b and any(p.abs().sum() > 0 for p in lora_b)  # trained away from PEFT's zero init
+    assert not any("lora_" in n for n, _ in tuned.named_parameters())
+    # modules_to_save: auto trained the smoke model's lm_head and final norm; the adapter carries them
+    assert saved["modules_to_save"] == ["lm_head", "language_model.norm"]
+    stored = load_file(adapter / "adapter_model.safetensors")
+    for name, module in (("lm_head", tuned.lm_head), ("language_model.norm", tuned.model.language_model.norm)):
+        key = next(k for k in stored if k.endswith(f"{name}.weight") and "lora" not in k)
+        assert torch.equal(module.weight, stored[key]), name  # reloaded = trained
+    assert not torch.equal(tuned.lm_head.weight, base.lm_head.weight)
+    assert not torch.equal(tuned.model.language_model.norm.weight, base.model.language_model.norm.weight)
     rows = load_published(published, "conversations-center")["test"].select(range(2))
     images = [r[0].convert("RGB") for r in rows["images"]]
     prompts = prompt_texts(processor, rows["messages"])
     inputs = processor(images=[[i] for i in images], text=prompts, padding=True, return_tensors="pt")
+    unmerged.eval()
     with torch.inference_mode():
         assert not torch.allclose(base(**inputs).logits, tuned(**inputs).logits)
+        torch.testing.assert_close(tuned(**inputs).logits, unmerged(**inputs).logits, rtol=1e-4, atol=1e-4)
     first = generate(tuned, processor, images, prompts, max_new_tokens=12)
     reloaded, _ = load_model(str(tiny_model), adapter)
     assert generate(reloaded, processor, images, prompts, max_new_tokens=12) == first
@@ -110,11 +142,8 @@ class _Stop(Exception):
 
 
 def _fake_unsloth(monkeypatch, calls: dict) -> None:
-    """A stand-in ``unsloth`` (the real one needs CUDA): FastVisionModel loads the model with our loader.
-
-    Its ``UnslothVisionDataCollator`` behaves as unsloth_zoo 2026.10.9 does on ``messages`` rows:
-    labels are the input ids with padding and image tokens masked, the prompt is not.
-    """
+    """A stand-in ``unsloth`` (the real one needs CUDA): FastVisionModel loads the model with our loader and
+    records what ``get_peft_model`` was asked for (keyword names as in unsloth 2026.8's signature)."""
     class FastVisionModel:
         @staticmethod
         def from_pretrained(model_id, load_in_4bit=False, use_gradient_checkpointing=False, **kwargs):
@@ -131,69 +160,54 @@ def _fake_unsloth(monkeypatch, calls: dict) -> None:
             calls["for_training"] = True
             return model
 
-    class UnslothVisionDataCollator:
-        def __init__(self, model, processor, **kwargs):
-            self.processor = processor
-
-        def __call__(self, rows):
-            texts, images = [], []
-            for row in rows:
-                messages = [{"role": m["role"], "content": [{k: v for k, v in part.items() if k != "image"}
-                                                            for part in m["content"]]} for m in row["messages"]]
-                texts.append(self.processor.apply_chat_template(messages))
-                images.append([p["image"].convert("RGB") for m in row["messages"] for p in m["content"] if p["type"] == "image"])
-            self.processor.tokenizer.padding_side = "right"
-            batch = self.processor(images=images, text=texts, padding=True, return_tensors="pt", add_special_tokens=False)
-            labels = batch["input_ids"].clone()
-            labels[batch["attention_mask"] == 0] = IGNORE_INDEX
-            labels[labels == 128256] = IGNORE_INDEX
-            batch["labels"] = labels
-            return batch
-
     unsloth = types.ModuleType("unsloth")
     unsloth.FastVisionModel = FastVisionModel
-    trainer = types.ModuleType("unsloth.trainer")
-    trainer.UnslothVisionDataCollator = UnslothVisionDataCollator
-    unsloth.trainer = trainer
     monkeypatch.setitem(sys.modules, "unsloth", unsloth)
-    monkeypatch.setitem(sys.modules, "unsloth.trainer", trainer)
 
 
-def _trainer_arguments(monkeypatch, task, published, tiny_model, tmp_path, backend) -> dict:
-    """What ``backend`` hands to SFTTrainer (captured; training is not run)."""
+def _fit_arguments(monkeypatch, task, published, tiny_model, tmp_path, backend) -> dict:
+    """What ``backend`` hands to :func:`brats_llm.train.llm.trainer.fit` (captured; training is not run)."""
+    import inspect
+
     seen: dict = {}
+    signature = inspect.signature(fit)
 
-    def fake_trainer(**kwargs):
-        seen.update(kwargs)
+    def fake_fit(*args, **kwargs):
+        seen.update(signature.bind(*args, **kwargs).arguments)
         raise _Stop
 
-    monkeypatch.setattr("trl.SFTTrainer", fake_trainer)
-    monkeypatch.setattr(finetune_module, "sft_config", lambda *args, **kwargs: None)
+    monkeypatch.setattr(trainer_module, "fit", fake_fit)
     with pytest.raises(_Stop):
         finetune(task, published, tmp_path / backend, str(tiny_model), small(backend=backend))
     return seen
 
 
 @pytest.mark.parametrize("task", TASKS)
-def test_unsloth_backend_masks_exactly_like_hf(published, tiny_model, tmp_path, monkeypatch, task):
+def test_unsloth_backend_trains_like_hf(published, tiny_model, tmp_path, monkeypatch, task):
     calls: dict = {}
     _fake_unsloth(monkeypatch, calls)
-    hf = _trainer_arguments(monkeypatch, task, published, tiny_model, tmp_path, "hf")
+    hf = _fit_arguments(monkeypatch, task, published, tiny_model, tmp_path, "hf")
     monkeypatch.setattr(finetune_module, "device", lambda: "cuda")  # Unsloth's path is CUDA-only
-    unsloth = _trainer_arguments(monkeypatch, task, published, tiny_model, tmp_path, "unsloth")
+    unsloth = _fit_arguments(monkeypatch, task, published, tiny_model, tmp_path, "unsloth")
     assert calls["from_pretrained"] == {"model_id": str(tiny_model), "load_in_4bit": False} and calls["for_training"]
+    # the smoke model's head and final norm are trained on both backends (modules_to_save: auto)
+    assert calls["get_peft_model"]["modules_to_save"] == ["lm_head", "language_model.norm"]
+    assert hf["model"].peft_config["default"].modules_to_save == ["lm_head", "language_model.norm"]
+    assert unsloth["optim"] == "adamw_8bit" and unsloth["model_loss"] and unsloth["checkpointing"] is False
+    assert hf["optim"] == "adamw_torch" and not hf.get("model_loss", False)
+    assert unsloth["task"] == hf["task"] == task and replace(unsloth["params"], backend="hf") == hf["params"]
     n = 3
-    hf_batch = hf["data_collator"]([hf["train_dataset"][i] for i in range(n)])
-    unsloth_batch = unsloth["data_collator"]([unsloth["train_dataset"][i] for i in range(n)])
-    assert torch.equal(unsloth_batch["input_ids"], hf_batch["input_ids"])
-    assert torch.equal(unsloth_batch["labels"], hf_batch["labels"])
-    for name in ("pixel_values", "aspect_ratio_ids", "aspect_ratio_mask", "cross_attention_mask"):
+    rows = [[fitted["train"][i] for i in range(n)] for fitted in (hf, unsloth)]
+    assert rows[0] == rows[1]
+    hf_batch = VisionChatCollator(hf["processor"])(rows[0])  # fit's collator, from each backend's processor
+    unsloth_batch = VisionChatCollator(unsloth["processor"])(rows[1])
+    for name in ("input_ids", "labels", "pixel_values", "aspect_ratio_ids", "aspect_ratio_mask", "cross_attention_mask"):
         assert torch.equal(unsloth_batch[name], hf_batch[name]), name
     labels = hf_batch["labels"]
     assert ((labels != IGNORE_INDEX).sum(dim=1) > 0).all()
     assert (labels[:, :5] == IGNORE_INDEX).all()  # the prompt (BOS, header, image ...) carries no loss
-    if unsloth["eval_dataset"] is not None:
-        assert len(unsloth["eval_dataset"]) == len(hf["eval_dataset"])
+    if unsloth["validation"] is not None:
+        assert len(unsloth["validation"]) == len(hf["validation"])
 
 
 def test_params_and_curves():
@@ -227,7 +241,7 @@ def test_adapter_is_pushed_privately_to_the_datasets_hub(published, tiny_model, 
 
 def test_full_epoch_finetune_replaces_max_steps(tmp_path):
     """Table 3's 'full epoch' column: llm_finetune.epochs > 0 trains full passes instead of max_steps."""
-    from brats_llm.train.llm.finetune import sft_config
+    from brats_llm.train.llm.trainer import sft_config
 
     by_steps = sft_config("cls", small(), str(tmp_path), cuda=False, optim="adamw_torch", has_eval=False)
     assert by_steps.max_steps == 3

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from brats_llm import atomic
+from brats_llm.config import at_least
 from brats_llm.errors import BratsLlmError
 
 #: Where the Llama 3.2 Vision tokenizer files come from (a pip dependency, not a vendored copy).
@@ -60,7 +61,10 @@ class TinyModelParams:
             dominate the size and the training step cost, so it stays small.
         vision_hidden_size: vision encoder width.
         tile_size: image tile edge in pixels (real model: 560); a 128 px slice becomes up to 4 tiles.
-        text_init_std: language-model weight init std (wide enough for a LoRA-only fine-tune to fit answers).
+        text_init_std: language-model weight init std (real model: 0.02). It does not make a LoRA-only
+            fine-tune work: with hidden size 32 and a frozen lm_head and final norm, the reachable logits
+            stay near uniform over 128k tokens (max ~6.4 vs log-sum-exp ~12) whatever this std, so the
+            fine-tune also trains those two modules (``llm_finetune.modules_to_save: auto``).
     """
 
     seed: int = 2020
@@ -69,6 +73,14 @@ class TinyModelParams:
     vision_hidden_size: int = 32
     tile_size: int = 56
     text_init_std: float = 0.2
+
+    def __post_init__(self) -> None:
+        at_least(self, 0, "seed")
+        at_least(self, 2, "text_layers")  # one self-attention and one cross-attention layer at least
+        at_least(self, 8, "hidden_size", "vision_hidden_size")
+        at_least(self, 14, "tile_size")  # one 14 px vision patch
+        if not self.text_init_std > 0:
+            raise ValueError(f"text_init_std must be > 0, got {self.text_init_std}")
 
 
 def tokenizer_dir() -> Path:
@@ -136,8 +148,8 @@ def build_tiny_model(out_dir: str | os.PathLike, params: TinyModelParams) -> Pat
             "hidden_size": params.hidden_size, "num_hidden_layers": params.text_layers,
             "num_attention_heads": 4, "num_key_value_heads": 2, "intermediate_size": 2 * params.hidden_size,
             "cross_attention_layers": [1], "max_position_embeddings": 4096,
-            # Wider init than the real model's 0.02: with frozen lm_head and norm, 0.02 caps the logits near
-            # uniform, so LoRA could never fit the answer format; 0.2 lets a short fine-tune show learning.
+            # Not the real model's 0.02 (see TinyModelParams.text_init_std): a LoRA-only fine-tune cannot fit
+            # the answers at any init with hidden 32; llm_finetune trains lm_head + final norm on this model.
             "initializer_range": params.text_init_std,
             "bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
             "pad_token_id": tokenizer.pad_token_id}

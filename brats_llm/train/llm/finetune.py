@@ -17,7 +17,7 @@ from brats_llm.llm.model import ADAPTER_RECORD, BackendUnavailable, device, is_s
 from brats_llm.provenance import read_revision
 from brats_llm.train.llm.params import FinetuneParams
 
-__all__ = ["BackendUnavailable", "collator_for", "finetune", "loss_curves", "sft_config"]
+__all__ = ["BackendUnavailable", "collator_for", "finetune", "lora_model", "loss_curves"]
 
 log = logging.getLogger(__name__)
 
@@ -36,37 +36,17 @@ def collator_for(backend: str, processor: Any):
     return VisionChatCollator(processor)
 
 
-def sft_config(task: str, params: FinetuneParams, output_dir: str, *, cuda: bool, optim: str, has_eval: bool,
-               checkpointing: bool | None = None):
-    """TRL ``SFTConfig`` shared by both backends (raw rows go to the collator untouched).
+def _save_modules(params: FinetuneParams, model_id: str) -> list[str] | None:
+    from brats_llm.train.llm.lora import modules_to_save
 
-    ``checkpointing`` overrides ``params.gradient_checkpointing`` (Unsloth checkpoints inside the model).
-    """
-    from trl import SFTConfig
-
-    checkpointing = params.gradient_checkpointing if checkpointing is None else checkpointing
-    return SFTConfig(
-        output_dir=output_dir, per_device_train_batch_size=params.batch_size[task],
-        per_device_eval_batch_size=params.batch_size[task], gradient_accumulation_steps=params.gradient_accumulation,
-        learning_rate=params.lr[task], warmup_steps=params.warmup_steps,
-        **({"num_train_epochs": params.epochs[task], "max_steps": -1} if params.epochs[task] else
-           {"max_steps": params.max_steps[task]}),
-        lr_scheduler_type="linear", optim=optim, weight_decay=0.0, seed=params.seed, data_seed=params.seed,
-        logging_steps=1, eval_strategy="steps" if has_eval else "no", eval_steps=params.eval_steps,
-        save_strategy="no", report_to="none", disable_tqdm=False,
-        gradient_checkpointing=checkpointing,
-        gradient_checkpointing_kwargs={"use_reentrant": False} if checkpointing else None,
-        bf16=cuda, fp16=False, use_cpu=not cuda, max_length=None,  # never truncate image tokens
-        remove_unused_columns=False, dataset_kwargs={"skip_prepare_dataset": True},
-        dataloader_num_workers=0,
-    )
+    return modules_to_save(params.modules_to_save, is_smoke_model(model_id))
 
 
-def _train_hf(task: str, model_id: str, train, validation, params: FinetuneParams, workdir: str):
-    """transformers + PEFT + TRL SFTTrainer with :class:`VisionChatCollator` (CPU or GPU)."""
+def lora_model(model_id: str, params: FinetuneParams):
+    """``model_id`` loaded for training and wrapped by PEFT: LoRA on the targets of ``params`` plus its
+    ``modules_to_save`` (``auto``: the smoke model's lm_head and final norm); returns (model, processor)."""
     from peft import get_peft_model
     from transformers import set_seed
-    from trl import SFTTrainer
 
     from brats_llm.llm.model import load_model
     from brats_llm.train.llm.lora import lora_config
@@ -78,7 +58,15 @@ def _train_hf(task: str, model_id: str, train, validation, params: FinetuneParam
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=params.gradient_checkpointing)
     set_seed(params.seed)  # LoRA's A matrices are drawn here, before the Trainer seeds anything
     model = get_peft_model(model, lora_config(params.lora_rank, params.lora_alpha, params.lora_dropout,
-                                              params.finetune_vision_layers))
+                                              params.finetune_vision_layers, _save_modules(params, model_id)))
+    return model, processor
+
+
+def _train_hf(task: str, model_id: str, train, validation, params: FinetuneParams, workdir: str):
+    """transformers + PEFT (:func:`lora_model`) trained by :func:`~brats_llm.train.llm.trainer.fit` (CPU or GPU)."""
+    from brats_llm.train.llm.trainer import fit
+
+    model, processor = lora_model(model_id, params)
     cuda = device() == "cuda"
     optim = "adamw_torch"
     if cuda:
@@ -88,16 +76,15 @@ def _train_hf(task: str, model_id: str, train, validation, params: FinetuneParam
             optim = "adamw_8bit"  # the paper's optimizer
         except ImportError:
             log.warning("bitsandbytes not installed: plain AdamW instead of the paper's 8-bit AdamW")
-    trainer = SFTTrainer(model=model, args=sft_config(task, params, workdir, cuda=cuda, optim=optim,
-                                                      has_eval=validation is not None),
-                         train_dataset=train, eval_dataset=validation, processing_class=processor,
-                         data_collator=collator_for("hf", processor))
-    trainer.train()
+    trainer = fit(model, processor, train, validation, task, params, workdir, cuda=cuda, optim=optim)
     return trainer, model, processor, optim
 
 
 def _train_unsloth(task: str, model_id: str, train, validation, params: FinetuneParams, workdir: str):
-    """Unsloth FastVisionModel (the paper's setup) with our collator (answer-only loss); CUDA only."""
+    """Unsloth FastVisionModel (the paper's setup) with our collator (answer-only loss); CUDA only.
+
+    Unsloth's fused cross-entropy computes the loss (it returns no logits in training), on our labels.
+    """
     if device() != "cuda":
         raise BackendUnavailable("the unsloth backend needs a CUDA GPU (Unsloth's FastVisionModel does not run "
                                  "on CPU); use --backend hf here")
@@ -105,21 +92,19 @@ def _train_unsloth(task: str, model_id: str, train, validation, params: Finetune
         from unsloth import FastVisionModel  # must be imported before transformers/trl to patch them
     except ImportError as error:
         raise BackendUnavailable(f"the unsloth backend needs the extra: pip install -e '.[unsloth]' ({error})") from error
-    from trl import SFTTrainer
+    from brats_llm.train.llm.trainer import fit
 
     model, processor = FastVisionModel.from_pretrained(model_id, load_in_4bit=params.load_in_4bit,
                                                        use_gradient_checkpointing="unsloth" if params.gradient_checkpointing else False)
     model = FastVisionModel.get_peft_model(
         model, finetune_vision_layers=params.finetune_vision_layers, finetune_language_layers=True,
         finetune_attention_modules=True, finetune_mlp_modules=True, r=params.lora_rank,
-        lora_alpha=params.lora_alpha, lora_dropout=params.lora_dropout, bias="none", random_state=params.seed)
+        lora_alpha=params.lora_alpha, lora_dropout=params.lora_dropout, bias="none", random_state=params.seed,
+        modules_to_save=_save_modules(params, model_id))
     FastVisionModel.for_training(model)
     # TRL-native rows (images + messages) and the hf backend's collator: the same tokens and loss mask
-    trainer = SFTTrainer(model=model, processing_class=processor, data_collator=collator_for("unsloth", processor),
-                         train_dataset=train, eval_dataset=validation,
-                         args=sft_config(task, params, workdir, cuda=True, optim="adamw_8bit",
-                                         has_eval=validation is not None, checkpointing=False))
-    trainer.train()
+    trainer = fit(model, processor, train, validation, task, params, workdir, cuda=True, optim="adamw_8bit",
+                  checkpointing=False, model_loss=True)
     return trainer, model, processor, "adamw_8bit"
 
 
@@ -173,6 +158,7 @@ def finetune(task: str, revision_file: str | os.PathLike, out_dir: str | os.Path
               "optimizer": optim, "dataset": {"repo_id": revision.get("repo_id"), "revision": revision["revision"],
                                               "config": f"conversations-{task}", "train_rows": len(train)},
               "prompt_version": PROMPT_VERSION, "params": asdict(params),
+              "modules_to_save": _save_modules(params, model_id) or [],
               "final_loss": {split: points[-1][1] if points else None for split, points in curves.items()}}
     with atomic.atomic_dir(out_dir, kind="adapter") as staging:
         model.save_pretrained(staging)

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from brats_llm.config import at_least, between
 from brats_llm.conversations.prompts import TASKS
 
 BACKENDS = ("hf", "unsloth")
+#: ``modules_to_save`` value that picks the modules by the base model (see :func:`~brats_llm.train.llm.lora.modules_to_save`).
+AUTO = "auto"
 
 
 def _per_task(cls: float, center: float, bbox: float, polygon: float) -> dict[str, float]:
@@ -21,7 +24,12 @@ class FinetuneParams:
         backend: ``hf`` (transformers + PEFT + TRL, CPU or GPU) or ``unsloth`` (FastVisionModel, CUDA only).
         lora_rank, lora_alpha, lora_dropout: LoRA shape (paper: 16, 16, 0).
         finetune_vision_layers: also adapt the vision tower (Unsloth's ``finetune_vision_layers``).
-        gradient_checkpointing: recompute activations (memory for time).
+        modules_to_save: whole modules trained beside LoRA and saved in the adapter (PEFT ``modules_to_save``,
+            module-name suffixes): ``auto`` = :data:`~brats_llm.train.llm.lora.SMOKE_MODULES_TO_SAVE` (the
+            lm_head and the language model's final norm) on the tiny smoke model, none on a real model;
+            or an explicit list; ``[]`` = none.
+        gradient_checkpointing: recompute activations (memory for time; it costs time and saves nothing
+            worth having on the tiny model).
         gradient_accumulation: micro-batches per optimizer step (paper: 4).
         batch_size: micro-batch per task (paper: 16; polygon 4).
         lr: learning rate per task (paper: 2e-6 for classification).
@@ -44,11 +52,12 @@ class FinetuneParams:
     lora_alpha: int = 16
     lora_dropout: float = 0.0
     finetune_vision_layers: bool = False
-    gradient_checkpointing: bool = True
+    modules_to_save: str | tuple[str, ...] = "auto"
+    gradient_checkpointing: bool = False
     gradient_accumulation: int = 1
     batch_size: dict[str, int] = field(default_factory=lambda: _per_task(2, 2, 2, 2))
     lr: dict[str, float] = field(default_factory=lambda: _per_task(0.01, 0.01, 0.01, 0.01))
-    max_steps: dict[str, int] = field(default_factory=lambda: _per_task(40, 40, 40, 40))
+    max_steps: dict[str, int] = field(default_factory=lambda: _per_task(50, 100, 100, 100))
     epochs: dict[str, float] = field(default_factory=lambda: _per_task(0, 0, 0, 0))
     warmup_steps: int = 5
     eval_steps: int = 20
@@ -59,12 +68,26 @@ class FinetuneParams:
     threads: int = 2
 
     def __post_init__(self) -> None:
+        if isinstance(self.modules_to_save, str):
+            if self.modules_to_save != AUTO:
+                raise ValueError(f"modules_to_save must be {AUTO!r} or a list of module names, got {self.modules_to_save!r}")
+        else:
+            names = tuple(self.modules_to_save)
+            if not all(isinstance(name, str) and name for name in names):
+                raise ValueError(f"modules_to_save must be {AUTO!r} or a list of module names, got {self.modules_to_save!r}")
+            object.__setattr__(self, "modules_to_save", names)
         if self.backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
-        if self.threads < 1:
-            raise ValueError(f"threads must be >= 1, got {self.threads}")
-        if any(value < 0 for value in self.epochs.values()):
-            raise ValueError(f"epochs must be >= 0 (0 = use max_steps), got {self.epochs}")
+        at_least(self, 1, "lora_rank", "lora_alpha", "gradient_accumulation", "batch_size", "max_steps", "eval_steps",
+                 "threads")
+        at_least(self, 0, "warmup_steps", "eval_rows", "seed", "epochs")  # epochs 0 = use max_steps
+        between(self, 0.0, 0.99, "lora_dropout")
+        if not all(value > 0 for value in self.lr.values()):
+            raise ValueError(f"lr must be > 0 for every task, got {self.lr}")
+        if self.push_to_hub:
+            from brats_llm.publish.hub import check_repo_id
+
+            check_repo_id(self.push_to_hub, "push_to_hub")
         for name in ("batch_size", "lr", "max_steps", "epochs"):
             missing = set(TASKS) - set(getattr(self, name))
             if missing:
