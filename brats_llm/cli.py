@@ -11,7 +11,7 @@ from typing import Any, Callable
 import click
 
 from brats_llm import __version__
-from brats_llm.config import ParamsError, default_params_file, load_section, stage_params
+from brats_llm.config import ParamsError, default_params_file, load_section, section_value, stage_params
 from brats_llm.errors import BratsLlmError
 from brats_llm.outputs import check_paths, pinned_folder
 
@@ -87,7 +87,7 @@ def main(verbose: bool) -> None:
     Pipeline:  demo -> prepare -> split -> slices -> geometry -> conversations -> publish
                publish -> train-cnn -> evaluate-cnn (the pinned volumes config)
                publish -> llm-infer (zero-shot) / llm-finetune -> llm-infer --adapter -> evaluate-llm
-               tiny-model (the embedded default LLM); llm-consistency
+               tiny-model -> general-model (the embedded default LLMs); llm-consistency
     Example:   brats-llm demo data/raw/demo --patients 8 --seed 1
                brats-llm prepare data/raw/demo data/volumes --report data/prepare_report.json
                brats-llm split data/volumes data/splits.csv
@@ -101,6 +101,8 @@ def main(verbose: bool) -> None:
 @click.option("--seed", type=int, help="Seed; same seed, same bytes [params: demo.seed].")
 @click.option("--lgg-fraction", type=click.FloatRange(0, 1), help="Share of LGG patients [params: demo.lgg_fraction].")
 @click.option("--shape", type=(int, int, int), help="Volume size in voxels (i j k); default 240 240 155.")
+@click.option("--difficulty", type=click.FloatRange(0, 1),
+              help="Overlap of the grades' features, 0 = textbook, 1 = none left [params: demo.difficulty].")
 @workers_option
 @params_option
 @friendly_errors
@@ -109,9 +111,10 @@ def demo(out_dir: Path, workers: int, params_file: Path | None, **overrides: Any
 
     Each case is a brain phantom with FLAIR, T1, T1ce, T2 and a BraTS label mask (1 necrotic core,
     2 oedema, 4 enhancing) at the real geometry (240x240x155, 1 mm, BraTS affine), plus
-    name_mapping.csv with the Grade column. HGG tumours are larger with a necrotic core and a
-    ring-enhancing rim on T1ce; LGG tumours are smaller, non-enhancing, bright on T2/FLAIR.
-    OUT_DIR is replaced atomically. It is not patient data.
+    name_mapping.csv with the Grade column. The grade is carried by features whose distributions
+    overlap (an enhancing rim on T1ce, a necrotic core dark on FLAIR, lobulated borders, texture),
+    more often in HGG than in LGG, with some label noise; size and global intensities say nothing
+    of the grade. --difficulty sets the overlap. OUT_DIR is replaced atomically. It is not patient data.
     """
     guard([params_file], [out_dir])
     from brats_llm.ingest.demo import DemoParams, generate_demo
@@ -448,10 +451,10 @@ def llm_model(model: str | None, params_file: Path | None) -> str:
     """``--model`` when given, else params ``llm.model`` (the one key of the llm section other LLM commands read)."""
     if model:
         return model
-    from brats_llm.llm.model import TINY_MODEL_DIR
+    from brats_llm.llm.model import GENERAL_MODEL_DIR
 
     try:
-        return str(load_section(params_file or default_params_file(), "llm").get("model") or TINY_MODEL_DIR)
+        return section_value(params_file or default_params_file(), "llm", "model", str, "") or GENERAL_MODEL_DIR
     except ParamsError as error:
         raise click.UsageError(str(error)) from error
 
@@ -475,6 +478,36 @@ def tiny_model(out_dir: Path, params_file: Path | None, **overrides: Any) -> Non
 
     params = resolve(TinyModelParams, "tiny_model", params_file, **overrides)
     click.echo(f"tiny Mllama -> {build_tiny_model(out_dir, params)}", err=True)
+
+
+@main.command("general-model")
+@click.argument("base_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--steps", type=click.IntRange(min=1), help="Optimizer steps [params: general_model.steps].")
+@click.option("--rows-per-task", type=click.IntRange(min=1), help="Shape chats per task [params: general_model.rows_per_task].")
+@click.option("--seed", type=int, help="Pictures and data order [params: general_model.seed].")
+@params_option
+@friendly_errors
+def general_model(base_dir: Path, out_dir: Path, params_file: Path | None, **overrides: Any) -> None:
+    """Instruction-tune the random tiny model at BASE_DIR on generic shapes into the general model OUT_DIR.
+
+    Every weight is trained on synthetic chats of the four tasks' formats (bright shapes on textured
+    backgrounds: a position label, the centre, the box, the outline), never on brain images, so the
+    zero-shot stages meet what the paper's general model is: a model that answers in format but knows
+    nothing of gliomas. OUT_DIR gets the model, its processor, a model card (README.md) and
+    brats_llm_general.json (losses, held-out parse rates). Only for the embedded tiny model.
+
+    \b
+    Example:
+      brats-llm general-model models/tiny-mllama models/tiny-mllama-general
+    """
+    guard([base_dir, params_file], [out_dir])
+    from brats_llm.train.general.stage import GeneralParams, build_general_model
+
+    params = resolve(GeneralParams, "general_model", params_file, **overrides)
+    record = build_general_model(base_dir, out_dir, params)
+    rates = ", ".join(f"{task} {rate:.2f}" for task, rate in record["held_out_parse_rate"].items())
+    click.echo(f"general model -> {out_dir} (final loss {record['final_loss']:.3f}; held-out parse rate {rates})", err=True)
 
 
 @main.command("llm-infer")
@@ -679,8 +712,8 @@ def llm_inspect(task: str, revision_file: Path, rows: int, model: str | None, ad
 
     try:
         params_path = params_file or default_params_file()
-        backend = backend or load_section(params_path, "llm_finetune").get("backend", "hf")
-        split = split or load_section(params_path, "llm").get("split", "test")
+        backend = backend or section_value(params_path, "llm_finetune", "backend", str, "hf")
+        split = split or section_value(params_path, "llm", "split", str, "test")
     except ParamsError as error:
         raise click.UsageError(str(error)) from error
     for record in inspect_rows(task, revision_file, llm_model(model, params_file), rows=rows, split=split,
@@ -715,7 +748,7 @@ def export_nnunet_command(volumes_dir: Path, splits_file: Path, out_dir: Path, r
 
     if raw_dir is None:
         try:
-            raw_dir = load_section(params_file or default_params_file(), "prepare").get("raw_dir")
+            raw_dir = section_value(params_file or default_params_file(), "prepare", "raw_dir", str, "")
         except ParamsError as error:
             raise click.UsageError(str(error)) from error
         if not raw_dir:

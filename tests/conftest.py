@@ -91,7 +91,7 @@ def built(tiny_demo, tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("built")
     prepare(tiny_demo, root / "volumes", PrepareParams(slices=20, size=24), workers=1, progress=False)
     split_volumes(root / "volumes", root / "splits.csv", SplitParams(test_fraction=0.3, folds=2))
-    build_slices(root / "volumes", root / "splits.csv", root / "slices", SlicesParams(), progress=False)
+    build_slices(root / "volumes", root / "splits.csv", root / "slices", SlicesParams(planes=("axial",)), progress=False)
     build_geometry(root / "slices", root / "geometry", GeometryParams(), progress=False)
     build_conversations(root / "slices", root / "geometry", root / "conversations", ConversationParams(), progress=False)
     return root

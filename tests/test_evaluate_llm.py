@@ -105,10 +105,15 @@ def test_classification_end_to_end_and_task_mismatch(published, truth, tmp_path)
 def test_baselines_and_rasterising():
     train = [{"bbox": [[10, 20], [30, 20], [30, 40], [10, 40]], "center": [20, 30]},
              {"bbox": [[20, 30], [40, 30], [40, 50], [20, 50]], "center": [30, 40]}]
-    assert baselines("center", train, 0.5) == {"image_center": [63.5, 63.5], "mean_train_center": [25.0, 35.0]}
-    boxes = baselines("bbox", train, 0.5)
+    assert baselines("center", train, 0.5, (128, 128)) == {"image_center": [63.5, 63.5], "mean_train_center": [25.0, 35.0]}
+    boxes = baselines("bbox", train, 0.5, (128, 128))
     assert boxes["mean_train_box"] == [[15.0, 25.0], [35.0, 25.0], [35.0, 45.0], [15.0, 45.0]]
     assert region_mask("bbox", boxes["fixed_centered_box"], (128, 128)).sum() == 64 * 64
+    # The constants follow the slice's own (rows, cols): centred, half of each side.
+    assert baselines("center", train, 0.5, (95, 224))["image_center"] == [111.5, 47.0]
+    wide = region_mask("bbox", baselines("bbox", train, 0.5, (96, 224))["fixed_centered_box"], (96, 224))
+    rows, cols = np.nonzero(wide)
+    assert wide.sum() == 48 * 112 and (rows.min(), rows.max(), cols.min(), cols.max()) == (24, 71, 56, 167)
     assert region_mask("polygon", None, (128, 128)) is None
     with pytest.raises(ValueError, match="tie"):
         LlmEvalParams(tie="coin")

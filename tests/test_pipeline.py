@@ -23,6 +23,7 @@ from brats_llm.evaluate.llm import LlmEvalParams
 from brats_llm.llm.consistency import ConsistencyParams
 from brats_llm.llm.infer import InferParams
 from brats_llm.llm.tiny import TinyModelParams
+from brats_llm.train.general.stage import GeneralParams
 from brats_llm.train.llm.params import FinetuneParams
 from brats_llm.report.build import ReportParams
 
@@ -47,6 +48,7 @@ LLM_TASKS = ("cls", "center", "bbox", "polygon")
 # LLM stages: stage -> ({section: dataclass, or the keys passed as arguments}, command); foreach/matrix in dvc.yaml.
 LLM_STAGES = {
     "tiny_model": ({"tiny_model": TinyModelParams}, "tiny-model"),
+    "general_model": ({"general_model": GeneralParams}, "general-model"),
     "llm_zeroshot": ({"llm": InferParams}, "llm-infer --task ${item}"),
     "llm_finetune": ({"llm_finetune": FinetuneParams, "llm": ["model"]}, "llm-finetune --task ${item}"),
     "llm_finetuned": ({"llm": InferParams}, "llm-infer --task ${item}"),
@@ -54,7 +56,7 @@ LLM_STAGES = {
     "llm_consistency": ({"llm_consistency": ConsistencyParams, "llm": ["model"]}, "llm-consistency"),
     "report": ({"report": ReportParams}, "report"),
 }
-STAGE_NAMES = [*STAGES, "tiny_model", "llm_consistency", "report",
+STAGE_NAMES = [*STAGES, "tiny_model", "general_model", "llm_consistency", "report",
                *(f"{stage}@{task}" for stage in ("llm_zeroshot", "llm_finetune", "llm_finetuned") for task in LLM_TASKS),
                *(f"evaluate_llm@{mode}-{task}" for mode in ("zeroshot", "finetuned") for task in LLM_TASKS)]
 
@@ -73,7 +75,7 @@ def test_llm_stages_list_exactly_what_their_commands_read():
                 source(**params[section])
         assert set(body["params"]) == expected, stage
         assert body["cmd"].startswith(f"brats-llm {command} "), stage
-        assert "${llm.model}" in body["cmd"] or stage in ("tiny_model", "evaluate_llm", "report"), stage
+        assert "${llm.model}" in body["cmd"] or stage in ("tiny_model", "general_model", "evaluate_llm", "report"), stage
 
 
 #: The CNN stages read the volumes config the revision file pins: these keys of it, not the whole file.
@@ -108,6 +110,7 @@ def test_paper_preset_holds_the_paper_values():
     assert (tune.backend, tune.lora_rank, tune.lora_alpha, tune.lora_dropout, tune.gradient_accumulation) == ("unsloth", 16, 16, 0.0, 4)
     assert tune.lr["cls"] == 2e-6 and tune.max_steps == {"cls": 100, "center": 100, "bbox": 200, "polygon": 150}
     assert tune.batch_size == {"cls": 16, "center": 16, "bbox": 16, "polygon": 4} and consistency.repeats == 95
+    assert tune.modules_to_save == ()  # LoRA only, as the paper (no lm_head or norm trained)
 
 
 def test_dvc_config_is_offline_with_a_local_remote():
@@ -147,6 +150,7 @@ def test_repro_is_incremental(tmp_path):
     params["llm"].update(max_rows=6, batch_size=6, max_new_tokens=dict.fromkeys(LLM_TASKS, 6))
     params["llm_finetune"].update(max_steps=dict.fromkeys(LLM_TASKS, 2), gradient_accumulation=1, eval_rows=2, eval_steps=1)
     params["llm_consistency"].update(repeats=3, max_new_tokens=6)
+    params["general_model"].update(rows_per_task=2, steps=2, batch_size=2, check_rows=1)
     params["evaluate_llm"].update(bootstrap=20)
     (repo / "params.yaml").write_text(yaml.safe_dump(params))
     subprocess.run(["git", "init", "-q"], cwd=repo, check=True)

@@ -107,7 +107,7 @@ def test_ours_with_intervals_baselines_and_gaps(models, tmp_path):
     value = ours["accuracy"]
     assert f"{value:.3f} [{value - 0.05:.3f}, {value + 0.05:.3f}]" in text
     assert "baseline: majority" in text and "baseline: mean train box" in text and "hd95 (pixels)" in text and "hd95 (mm)" in text
-    assert "fine-tuned full epoch (not part of this pipeline)" in text and "no 'test_coronal'" in text
+    assert "fine-tuned full epoch (not in the default pipeline" in text and "no 'test_coronal'" in text
     assert "PLUMBING RUN, NOT SCIENCE" in text and "synthetic BraTS-layout cohort" in text and "smoke-test model" in text
     differences = text.split("## Differences from the paper")[1]
     assert "epochs 5 (paper preset 200)" in differences and "max_steps 7 (paper preset 200)" in differences
@@ -196,3 +196,14 @@ def test_full_epoch_adapter_is_titled_by_epochs_not_steps():
     assert "1 epoch(s)" in _adapter_setting(records, "cls") and "100 steps" not in _adapter_setting(records, "cls")
     params["epochs"]["cls"] = 0
     assert "100 steps" in _adapter_setting(records, "cls")
+
+
+def test_model_lines_say_what_each_model_is():
+    from brats_llm.report.build import model_lines
+
+    general = {"model": "models/g", "smoke_model": True, "model_trained_on": "instruction-tuned on shapes"}
+    tuned = {"model": "models/g", "adapter": "a", "adapter_record": {"params": {"lora_rank": 16}, "modules_to_save": ["lm_head"]}}
+    lines = model_lines({"zeroshot/cls": general, "finetuned/cls": tuned})
+    assert lines[0] == "General LLM: `models/g`, a tiny Mllama with random initial weights, instruction-tuned on shapes."
+    assert "LoRA adapter per task (r16 plus whole lm_head)" in lines[1]
+    assert model_lines({"zeroshot/cls": {"model": "m", "smoke_model": False}}) == ["General LLM: `m`, the model as published."]

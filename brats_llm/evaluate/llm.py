@@ -13,7 +13,8 @@ import numpy as np
 
 from brats_llm import atomic
 from brats_llm import plots as figures
-from brats_llm.constants import GRADE_TO_LABEL, IMAGE_SIZE
+from brats_llm.config import at_least, between
+from brats_llm.constants import GRADE_TO_LABEL
 from brats_llm.conversations.prompts import answer_text
 from brats_llm.errors import InputError
 from brats_llm.geometry.shapes import rasterize_box, rasterize_polygon
@@ -21,7 +22,7 @@ from brats_llm.llm.infer import read_predictions
 from brats_llm.metrics.bootstrap import bootstrap_ci, with_intervals
 from brats_llm.metrics.classification import classification_metrics, majority_baseline, rates, roc_auc
 from brats_llm.metrics.finite import finite_or_null
-from brats_llm.metrics.points import NO_POINT_DISTANCE, point_metrics
+from brats_llm.metrics.points import no_point_distance, point_metrics
 from brats_llm.metrics.segmentation import dice, hd95, voxel_rates
 
 TIES = ("undetermined", "HGG", "LGG")
@@ -58,6 +59,9 @@ class LlmEvalParams:
     def __post_init__(self) -> None:
         if self.tie not in TIES:
             raise ValueError(f"tie must be one of {TIES}, got {self.tie!r}")
+        at_least(self, 1, "bootstrap")
+        at_least(self, 0, "seed", "examples")
+        between(self, 0.01, 1.0, "fixed_box_fraction")
 
 
 def patient_votes(rows: list[dict[str, Any]], tie: str) -> list[dict[str, Any]]:
@@ -136,10 +140,11 @@ def undefined_reasons(patients: list[dict[str, Any]]) -> dict[str, str]:
 
 
 def _slice_region_metrics(pred: np.ndarray | None, truth: np.ndarray) -> dict[str, float]:
+    """Dice, HD95 (pixels; the slice diagonal when undefined) and voxel rates of one slice."""
     if pred is None or not pred.any():
         empty = np.zeros_like(truth)
-        return {"dice": 0.0, "hd95": NO_POINT_DISTANCE, **voxel_rates(empty, truth)}
-    distance = hd95(pred, truth) if truth.any() else NO_POINT_DISTANCE
+        return {"dice": 0.0, "hd95": no_point_distance(truth.shape), **voxel_rates(empty, truth)}
+    distance = hd95(pred, truth) if truth.any() else no_point_distance(truth.shape)
     return {"dice": dice(pred, truth), "hd95": distance, **voxel_rates(pred, truth)}
 
 
@@ -157,8 +162,40 @@ def slice_scores(task: str, predictions: list[Any], truth: list[dict[str, Any]])
     return [_slice_region_metrics(region_mask(task, p, t["mask"].shape), t["mask"]) for p, t in zip(predictions, truth)]
 
 
+def grid_shape(truth: list[dict[str, Any]]) -> tuple[int, int]:
+    """The (rows, cols) of the scored slices, from their stored masks (the size travels with the data).
+
+    Raises:
+        InputError: no masks, or slices of several sizes (constant baselines need one grid).
+    """
+    shapes = {tuple(int(v) for v in t["mask"].shape) for t in truth if "mask" in t}
+    if len(shapes) != 1:
+        raise InputError(f"the scored slices need one size, found {sorted(shapes) or 'no masks'}")
+    return shapes.pop()
+
+
+def reparsed(task: str, rows: list[dict[str, Any]], truth: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows whose raw ``response`` is parsed again against the size of its own slice (``truth`` mask shape).
+
+    Status and prediction of a coordinate task then never depend on the size ``llm-infer`` assumed;
+    rows without a response (hand-made) keep theirs.
+    """
+    from brats_llm.conversations.parse import parse_answer
+
+    out = []
+    for row, t in zip(rows, truth):
+        if isinstance(row.get("response"), str):
+            parsed = parse_answer(task, row["response"], t["mask"].shape)
+            row = {**row, "status": parsed.status, "prediction": parsed.value, "detail": parsed.detail}
+        out.append(row)
+    return out
+
+
 def per_patient(task: str, patient_ids: list[str], predictions: list[Any], truth: list[dict[str, Any]]) -> tuple[list[str], np.ndarray, list[str]]:
-    """Per-patient metric table: centre metrics over the patient's slices; regions: mean of slice metrics."""
+    """Per-patient metric table: centre metrics over the patient's slices; regions: mean of slice metrics.
+
+    Distances are in pixels of the slices' own grid (their mask shape).
+    """
     groups: dict[str, list[int]] = {}
     for i, pid in enumerate(patient_ids):
         groups.setdefault(pid, []).append(i)
@@ -167,7 +204,7 @@ def per_patient(task: str, patient_ids: list[str], predictions: list[Any], truth
     for idx in groups.values():
         if task == "center":
             rows.append(point_metrics([predictions[i] for i in idx], [truth[i]["bbox"] for i in idx],
-                                      [truth[i]["center"] for i in idx]))
+                                      [truth[i]["center"] for i in idx], grid_shape([truth[i] for i in idx])))
         else:
             scores = slice_scores(task, [predictions[i] for i in idx], [truth[i] for i in idx])
             rows.append({k: float(np.mean([s[k] for s in scores])) for k in scores[0]})
@@ -175,15 +212,17 @@ def per_patient(task: str, patient_ids: list[str], predictions: list[Any], truth
     return order, np.array([[r[k] for k in keys] for r in rows]), keys
 
 
-def baselines(task: str, train_truth: list[dict[str, Any]], fraction: float, size: int = IMAGE_SIZE) -> dict[str, Any]:
-    """Constant answers: image-centre point / fixed centred box, and the mean training centre / box."""
-    middle = (size - 1) / 2
+def baselines(task: str, train_truth: list[dict[str, Any]], fraction: float, shape: tuple[int, int]) -> dict[str, Any]:
+    """Constant answers: image-centre point / fixed centred box on the ``shape`` (rows, cols) slice, and the
+    mean training centre / box."""
+    height, width = shape
+    mid_x, mid_y = (width - 1) / 2, (height - 1) / 2
     if task == "center":
         mean_center = np.mean([t["center"] for t in train_truth], axis=0).tolist()
-        return {"image_center": [middle, middle], "mean_train_center": mean_center}
-    half = fraction * size / 2
-    lo, hi = middle - half + 0.5, middle + half - 0.5
-    fixed = [[lo, lo], [hi, lo], [hi, hi], [lo, hi]]
+        return {"image_center": [mid_x, mid_y], "mean_train_center": mean_center}
+    half_x, half_y = fraction * width / 2, fraction * height / 2
+    x_lo, x_hi, y_lo, y_hi = mid_x - half_x + 0.5, mid_x + half_x - 0.5, mid_y - half_y + 0.5, mid_y + half_y - 0.5
+    fixed = [[x_lo, y_lo], [x_hi, y_lo], [x_hi, y_hi], [x_lo, y_hi]]
     limits = np.array([[min(x for x, _ in t["bbox"]), min(y for _, y in t["bbox"]), max(x for x, _ in t["bbox"]),
                         max(y for _, y in t["bbox"])] for t in train_truth]).mean(axis=0)
     x0, y0, x1, y1 = limits.tolist()
@@ -202,8 +241,7 @@ def geometry_scores(task: str, rows: list[dict[str, Any]], truth: list[dict[str,
 
     result = with_intervals(mean_of(np.arange(len(order))),
                             bootstrap_ci(len(order), mean_of, resamples=params.bootstrap, seed=params.seed))
-    size = truth[0]["mask"].shape[0] if "mask" in truth[0] else IMAGE_SIZE
-    for name, constant in baselines(task, train_truth, params.fixed_box_fraction, size).items():
+    for name, constant in baselines(task, train_truth, params.fixed_box_fraction, grid_shape(truth)).items():
         _, base_table, _ = per_patient(task, patient_ids, [constant] * len(rows), truth)
         result[f"baseline_{name}"] = dict(zip(keys, base_table.mean(axis=0).tolist()))
     oracle = oracle_answers(task, truth)
@@ -226,16 +264,19 @@ def oracle_answers(task: str, truth: list[dict[str, Any]]) -> list[Any]:
 
     answers = []
     for t in truth:
-        parsed = parse_answer(task, answer_text(task, t[task]))
+        parsed = parse_answer(task, answer_text(task, t[task]), t["mask"].shape)
         answers.append(parsed.value if parsed.status == "ok" else None)
     return answers
 
 
 def truth_summary(truth: list[dict[str, Any]]) -> dict[str, float]:
-    """Scored slices and patients, and the share of slices whose tumour has more than one component."""
+    """Scored slices and patients, the share of slices whose tumour has more than one component, and the
+    slices' size in pixels (``image_height`` x ``image_width``: the grid of every coordinate and distance)."""
     components = [t.get("components") for t in truth if t.get("components") is not None]
+    height, width = grid_shape(truth)
     return {"slices": float(len(truth)), "patients": float(len({t["patient_id"] for t in truth})),
-            "multi_component_share": float(np.mean([c > 1 for c in components])) if components else float("nan")}
+            "multi_component_share": float(np.mean([c > 1 for c in components])) if components else float("nan"),
+            "image_height": float(height), "image_width": float(width)}
 
 
 def _truth(revision_file: str | os.PathLike, rows: list[dict[str, Any]], with_masks: bool) -> tuple[list[dict[str, Any]], list[dict[str, Any]], np.ndarray]:
@@ -273,7 +314,9 @@ def evaluate_llm(task: str, pred_dir: str | os.PathLike, revision_file: str | os
     baselines and parse-status counts; classification on other planes under ``<split>_<plane>``, and each
     plane again on glioma slices only under ``<split>[_<plane>]_glioma`` (the paper's Table 3 general
     column), with a GLDR summary per grade; box / polygon / centre with the ``oracle`` (the ground truth
-    answered perfectly, scored like the model) and ``truth`` (slices, patients, multi-component share)).
+    answered perfectly, scored like the model) and ``truth`` (slices, patients, multi-component share, and
+    ``image_height`` / ``image_width``)). Coordinate answers are parsed again against their own slice's size
+    (:func:`reparsed`); every pixel distance and baseline uses that size, read from the stored masks.
     Undefined values are ``null`` with a ``<key>_note`` (never NaN), ``out_dir/metrics.json`` (:func:`headline`),
     ``out_dir/predictions/patients.csv``, ``out_dir/plots/images/*.png`` and ``out_dir/provenance.json``.
     """
@@ -306,6 +349,7 @@ def evaluate_llm(task: str, pred_dir: str | os.PathLike, revision_file: str | os
                 images[f"gldr_{plane}{suffix}.png"] = figures.gldr_figure(
                     [(p["patient_id"], p["grade"], p["gldr"]) for p in patients], f"GLDR per patient ({plane}, {scope})")
     else:
+        rows = reparsed(task, rows, truth)
         result, table = geometry_scores(task, rows, truth, train_truth, params)
         result["slices"] = _status_counts(rows)
         metrics[split] = finite_or_null(result, {"multi_component_share": "geometry without a components column"})

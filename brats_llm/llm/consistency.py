@@ -10,6 +10,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from brats_llm import atomic
+from brats_llm.config import at_least, between
 from brats_llm.conversations.parse import parse_answer
 from brats_llm.conversations.prompts import CLASS_ANSWERS, PROMPT_VERSION
 from brats_llm.evaluate.consistency_metrics import answer_summary, headline
@@ -41,6 +42,13 @@ class ConsistencyParams:
     batch_size: int = 32
     seed: int = 2020
     split: str = "test"
+
+    def __post_init__(self) -> None:
+        at_least(self, 1, "repeats", "max_new_tokens", "batch_size")
+        at_least(self, 0, "seed")
+        between(self, 0.0, 1.0, "top_p")
+        if not self.temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
 
 
 def pick_slices(meta: list[dict[str, Any]]) -> dict[str, int]:

@@ -17,10 +17,11 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from brats_llm import atomic
+from brats_llm.config import at_least, between
 from brats_llm.conversations.parse import parse_answer
 from brats_llm.conversations.prompts import CLASS_ANSWERS, PROMPT_VERSION, TASKS
 from brats_llm.errors import InputError, OutputError
-from brats_llm.llm.model import adapter_record, check_adapter, is_smoke_model, load_model, read_revision
+from brats_llm.llm.model import adapter_record, check_adapter, is_smoke_model, load_model, model_note, read_revision
 from brats_llm.llm.shard import Ranks
 from brats_llm.llm.shard import ranks as shard_ranks
 
@@ -57,7 +58,7 @@ class InferParams:
         load_in_4bit: 4-bit NF4 base weights (bitsandbytes, CUDA only; an error elsewhere).
     """
 
-    model: str = "models/tiny-mllama"
+    model: str = "models/tiny-mllama-general"
     batch_size: int = 16
     max_new_tokens: dict[str, int] = field(default_factory=_default_tokens)
     do_sample: bool = False
@@ -65,15 +66,20 @@ class InferParams:
     top_p: float = 0.9
     seed: int = 2020
     split: str = "test"
-    max_rows: int = 96
+    max_rows: int = 144
     load_in_4bit: bool = False
 
     def __post_init__(self) -> None:
         missing = set(TASKS) - set(self.max_new_tokens)
         if missing:
             raise InputError(f"max_new_tokens needs a value for every task; missing {sorted(missing)}")
-        if self.batch_size < 1:
-            raise InputError(f"batch_size must be >= 1, got {self.batch_size}")
+        at_least(self, 1, "batch_size", "max_new_tokens")
+        at_least(self, 0, "seed", "max_rows")
+        between(self, 0.0, 1.0, "top_p")
+        if not self.temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        if not self.model:
+            raise ValueError("model must name a Hub id or a local folder")
 
 
 def user_messages(messages: list[dict]) -> list[dict]:
@@ -357,6 +363,7 @@ def infer(task: str, revision_file: str | os.PathLike, out_dir: str | os.PathLik
                     for status in ("ok", "format_error", "invalid_value")}
         shares = [[batches[i] for i in Ranks(ranks.world, r).share(len(batches))] for r in range(ranks.world)]
         run = {"task": task, "model": params.model, "smoke_model": is_smoke_model(params.model),
+               "model_trained_on": model_note(params.model),
                "adapter": str(adapter) if adapter else None, "adapter_record": adapter_record(adapter),
                "dataset": {"repo_id": revision.get("repo_id"), "revision": revision["revision"],
                            "config": f"conversations-{task}", "split": params.split},
@@ -384,7 +391,7 @@ def _answer_batch(task: str, model, processor, rows, meta, start: int, params: I
     records = []
     for offset, (answer, probability) in enumerate(zip(answers, p_hgg)):
         row = meta[start + offset]
-        parsed = parse_answer(task, answer)
+        parsed = parse_answer(task, answer, images[offset].size[::-1])  # (height, width) of the slice shown
         record = {"index": start + offset, "patient_id": row["patient_id"], "grade": row["grade"],
                   "plane": row["plane"], "slice_index": row["slice_index"], "target": json.loads(row["target"]),
                   "response": answer, "status": parsed.status, "prediction": parsed.value,

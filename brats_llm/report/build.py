@@ -36,6 +36,11 @@ class ReportParams:
     examples: int = 2
     digits: int = 3
 
+    def __post_init__(self) -> None:
+        for name in ("examples", "digits"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+
 
 def _json(path: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.is_file() else None
@@ -142,6 +147,26 @@ def our_setting(number: int, records: dict[str, Any]) -> str:
     return setting or "not run"
 
 
+def model_lines(runs: dict[str, Any]) -> list[str]:
+    """One sentence per model: what the general (zero-shot) and the fine-tuned LLM are, from their run records."""
+    lines = []
+    general = next((r for k, r in sorted(runs.items()) if k.startswith("zeroshot/")), None)
+    if general:
+        what = general.get("model_trained_on")
+        kind = ("a tiny Mllama with random initial weights, " + what) if what else (
+            "a tiny random smoke-test model" if general.get("smoke_model") else "the model as published")
+        lines.append(f"General LLM: `{general['model']}`, {kind}.")
+    tuned = next((r for k, r in sorted(runs.items()) if k.startswith("finetuned/") and r.get("adapter_record")), None)
+    if tuned:
+        record = tuned["adapter_record"]
+        params = record.get("params") or {}
+        saved = record.get("modules_to_save") or []
+        extra = f" plus whole {', '.join(saved)}" if saved else ""
+        lines.append(f"Fine-tuned LLM: the general LLM with one LoRA adapter per task (r{params.get('lora_rank')}{extra}), "
+                     f"trained on this dataset's training conversations.")
+    return lines
+
+
 def summary_paragraph(models: Path, records: dict[str, Any], facts: dict[str, Any], tags: list[str]) -> str:
     """What data, what model, which runs, and the headline numbers beside their baselines."""
     cohort = facts.get("cohort")
@@ -160,8 +185,8 @@ def summary_paragraph(models: Path, records: dict[str, Any], facts: dict[str, An
         if tasks:
             ran.append(f"{label} LLM on {', '.join(tasks)}")
     if models_used:
-        smoke = any(r.get("smoke_model") for r in runs.values())
-        parts.append(f"LLM: {', '.join(f'`{m}`' for m in models_used)}" + (" (a tiny random smoke-test model)" if smoke else "") + ".")
+        parts.append(f"LLM: {', '.join(f'`{m}`' for m in models_used)}.")
+        parts += model_lines(runs)
     if ran:
         parts.append("Runs: " + "; ".join(ran) + ".")
     headline = []

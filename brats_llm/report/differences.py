@@ -12,6 +12,8 @@ from typing import Any
 import yaml
 
 PAPER_PRESET = Path(__file__).resolve().parents[1] / "presets" / "paper.yaml"
+#: In-plane slice size of the paper (pixels).
+PAPER_SIZE = 128
 
 
 def _preset() -> dict[str, Any]:
@@ -40,6 +42,21 @@ def _test_n(models: Path | None) -> list[str]:
         if isinstance(n, (int, float)):
             found.append(f"{label} {int(n)} patients" + (f" / {int(slices):,} slices" if isinstance(slices, (int, float)) else ""))
     return found
+
+
+def llm_grid(models: Path | None, upstream: dict[str, Any]) -> tuple[int, int] | None:
+    """(width, height) of the slices the LLM coordinate tasks were scored on, as evaluate-llm recorded it
+    (``truth.image_width`` / ``image_height``); else ``prepare.size`` from the dataset card; else None."""
+    if models is not None:
+        from brats_llm.report.tables import read_metrics
+
+        for mode in ("zeroshot", "finetuned"):
+            for task in ("bbox", "polygon", "center"):
+                truth = ((read_metrics(models, f"evaluate_llm/{mode}/{task}") or {}).get("test") or {}).get("truth") or {}
+                if isinstance(truth.get("image_width"), (int, float)) and isinstance(truth.get("image_height"), (int, float)):
+                    return int(truth["image_width"]), int(truth["image_height"])
+    size = (upstream.get("prepare") or {}).get("size")
+    return (int(size), int(size)) if isinstance(size, int) else None
 
 
 def differences(records: dict[str, Any], tags: list[str], facts: dict[str, Any] | None = None,
@@ -93,9 +110,14 @@ def differences(records: dict[str, Any], tags: list[str], facts: dict[str, Any] 
         folds = record.get("folds_available") or [record["fold"]]
         lines.append(f"CNN {task}: fold {record['fold']} reported (folds trained: {len(folds)}); the paper's reported fold "
                      "is not stated.")
+    grid = llm_grid(models, upstream)
+    pixels = f"the {grid[0]} x {grid[1]} slice" if grid else "the scored slice (size not recorded)"
+    if grid and grid != (PAPER_SIZE, PAPER_SIZE):
+        lines.append(f"Slices are {grid[0]} x {grid[1]} pixels (`prepare.size`; paper: {PAPER_SIZE} x {PAPER_SIZE}): prompts, "
+                     "LLM coordinates, distances and HD95 are in pixels of that grid.")
     if records.get("evaluate_seg"):
-        lines.append("CNN HD95 is in millimetres from the stored voxel spacing; LLM HD95 is in pixels of the 128 x 128 "
-                     "slice; the paper does not state units. The CNN threshold is tuned on validation (paper: 0.7).")
+        lines.append(f"CNN HD95 is in millimetres from the stored voxel spacing; LLM HD95 is in pixels of {pixels}; "
+                     "the paper does not state units. The CNN threshold is tuned on validation (paper: 0.7).")
     runs = {key.split("/", 1)[1]: record["inference"] for key, record in records.items()
             if key.startswith("evaluate_llm/") and record}
     models = sorted({run["model"] for run in runs.values()})

@@ -29,6 +29,9 @@ SOURCES: dict[int, dict[str, tuple[str, str] | None]] = {
     9: {"general": ("evaluate_llm/zeroshot/polygon", "test")},
     10: {"fine-tuned": ("evaluate_llm/finetuned/polygon", "test")},
 }
+#: Why a paper column has no run in the default pipeline, and how to get it.
+NOT_IN_PIPELINE = {"fine-tuned full epoch": "not in the default pipeline, which fine-tunes a fixed number of steps: one "
+                   "full pass is a second run, dvc exp run -S llm_finetune.epochs.cls=1, compared with dvc metrics diff"}
 #: Our key for a paper metric, where the names differ (CNN HD95 is in mm, LLM HD95 in pixels).
 OUR_KEYS = {"hd95": ("hd95_mm", "hd95")}
 #: Lower is better for these (the rest: higher is better).
@@ -117,7 +120,7 @@ def build_table(spec: dict[str, Any], models: Path, digits: int = 3) -> Table:
         metrics = read_metrics(models, source[0]) if source else None
         block = metrics.get(source[1]) if metrics else None
         if block is None:
-            missing.append(f"{name} ({'not part of this pipeline' if source is None else f'no {source[1]!r} in models/{source[0]}/details.json'})")
+            missing.append(f"{name} ({NOT_IN_PIPELINE.get(name, 'not part of this pipeline') if source is None else f'no {source[1]!r} in models/{source[0]}/details.json'})")
         else:
             sources.append(f"models/{source[0]}/details.json [{source[1]}]")
         columns.append((name, block))
