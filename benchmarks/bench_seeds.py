@@ -6,7 +6,8 @@ Not a test. Run from the repository root after `dvc repro split` (needs data/vol
 
 Uses the train_cls / train_seg / evaluate_* sections of params.yaml with only the seed changed and
 records each seed's test AUC (classifier) and test Dice (segmenter). Goals (safety issue): segmenter
-test Dice spread (max - min) <= 0.05 and classifier test AUC >= 0.9 for every seed.
+test Dice spread (max - min) <= 0.05; classifier test AUC >= 0.7 for every seed (clearly above the
+majority baseline's 0.5) and < 1.0 for some seed (the cohort is not trivial: demo.difficulty).
 """
 
 from __future__ import annotations
@@ -70,11 +71,12 @@ def main() -> None:
     tests = {task: [r["test"] for r in runs if r["task"] == task] for task in args.tasks}
     figures = {"machine": f"{platform.machine()}, {platform.processor() or 'cpu'}", "date": time.strftime("%Y-%m-%d"),
                "params": {task: dataclasses.asdict(train_params(task, args)) for task in args.tasks}, "runs": runs,
-               "goals": {"cls_test_auc_min": ">= 0.9", "seg_test_dice_spread": "<= 0.05"}}
+               "goals": {"cls_test_auc_min": ">= 0.7", "cls_test_auc_min_below": "< 1.0",
+                         "seg_test_dice_spread": "<= 0.05"}}
     met = []
     if "cls" in tests:
         figures["cls_test_auc_min"] = min(tests["cls"])
-        met.append(figures["cls_test_auc_min"] >= 0.9)
+        met.append(0.7 <= figures["cls_test_auc_min"] < 1.0)
     if "seg" in tests:
         figures["seg_test_dice_spread"] = max(tests["seg"]) - min(tests["seg"])
         met.append(figures["seg_test_dice_spread"] <= 0.05)

@@ -65,6 +65,10 @@ class TinyModelParams:
             fine-tune work: with hidden size 32 and a frozen lm_head and final norm, the reachable logits
             stay near uniform over 128k tokens (max ~6.4 vs log-sum-exp ~12) whatever this std, so the
             fine-tune also trains those two modules (``llm_finetune.modules_to_save: auto``).
+        attention_heads: language-model attention heads (key/value heads: half of them).
+        rope_theta: rotary base (real model: 500,000). With a head size of 8 or 16 the real base leaves one usable
+            rotary frequency, so the model cannot tell answer positions apart and copies box corners wrongly; the
+            demo (params.yaml) uses 2 heads and 100 (benchmarks/bench_general.py).
     """
 
     seed: int = 2020
@@ -73,12 +77,19 @@ class TinyModelParams:
     vision_hidden_size: int = 32
     tile_size: int = 56
     text_init_std: float = 0.2
+    attention_heads: int = 4
+    rope_theta: float = 500000.0
 
     def __post_init__(self) -> None:
         at_least(self, 0, "seed")
         at_least(self, 2, "text_layers")  # one self-attention and one cross-attention layer at least
         at_least(self, 8, "hidden_size", "vision_hidden_size")
         at_least(self, 14, "tile_size")  # one 14 px vision patch
+        if self.hidden_size % self.attention_heads or (self.hidden_size // self.attention_heads) % 2:
+            raise ValueError(f"hidden_size ({self.hidden_size}) must split into attention_heads ({self.attention_heads}) "
+                             f"heads of an even size")
+        if not self.rope_theta > 1:
+            raise ValueError(f"rope_theta must be > 1, got {self.rope_theta}")
         if not self.text_init_std > 0:
             raise ValueError(f"text_init_std must be > 0, got {self.text_init_std}")
 
@@ -146,7 +157,9 @@ def build_tiny_model(out_dir: str | os.PathLike, params: TinyModelParams) -> Pat
               "supported_aspect_ratios": [[1, 1], [1, 2], [1, 3], [1, 4], [2, 1], [2, 2], [3, 1], [4, 1]]}
     text = {"vocab_size": image_token_id,  # as in the real model: <|image|> is the first id past the vocabulary
             "hidden_size": params.hidden_size, "num_hidden_layers": params.text_layers,
-            "num_attention_heads": 4, "num_key_value_heads": 2, "intermediate_size": 2 * params.hidden_size,
+            "num_attention_heads": params.attention_heads, "num_key_value_heads": max(1, params.attention_heads // 2),
+            "intermediate_size": 2 * params.hidden_size,
+            "rope_parameters": {"rope_type": "default", "rope_theta": params.rope_theta},
             "cross_attention_layers": [1], "max_position_embeddings": 4096,
             # Not the real model's 0.02 (see TinyModelParams.text_init_std): a LoRA-only fine-tune cannot fit
             # the answers at any init with hidden 32; llm_finetune trains lm_head + final norm on this model.

@@ -84,10 +84,14 @@ class FinetuneParams:
         between(self, 0.0, 0.99, "lora_dropout")
         if not all(value > 0 for value in self.lr.values()):
             raise ValueError(f"lr must be > 0 for every task, got {self.lr}")
-        if self.push_to_hub:
-            from brats_llm.publish.hub import check_repo_id
+        if self.push_to_hub:  # huggingface_hub's rule, as publish.hub.check_repo_id (not imported: no publish code dep)
+            from huggingface_hub.utils import HFValidationError, validate_repo_id
 
-            check_repo_id(self.push_to_hub, "push_to_hub")
+            try:
+                validate_repo_id(self.push_to_hub)
+            except HFValidationError as error:
+                raise ValueError(f"push_to_hub {self.push_to_hub!r} is not a valid Hub repo id ('name' or "
+                                 f"'namespace/name'): {str(error).split(':')[0]}") from error
         for name in ("batch_size", "lr", "max_steps", "epochs"):
             missing = set(TASKS) - set(getattr(self, name))
             if missing:
