@@ -32,7 +32,7 @@ from brats_llm import atomic
 from brats_llm.config import load_section
 from brats_llm.constants import GRADES, MASK_SUFFIX, MODALITIES
 from brats_llm.ingest.demo import DemoParams, generate_demo
-from brats_llm.ingest.layout import MAPPING_FILE, MAPPING_GRADE_COLUMN, MAPPING_ID_COLUMN
+from brats_llm.ingest.layouts.brats2020 import MAPPING_FILE, MAPPING_GRADE_COLUMN, MAPPING_ID_COLUMN
 from brats_llm.split.splits import SPLIT_TEST, SplitParams, make_splits
 
 GOAL_TEST_AUC = 0.65

@@ -38,22 +38,8 @@ REGION_BACKGROUND, REGION_NCR_NET, REGION_EDEMA, REGION_ENHANCING = 0, 1, 2, 3
 REGION_WT, REGION_TC, REGION_ET = "wt", "tc", "et"
 REGIONS = MappingProxyType({REGION_WT: (1, 2, 3), REGION_TC: (1, 3), REGION_ET: (3,)})
 
-#: Release (layout) name -> {label in the release's segmentation files: ``REGION_LABELS`` value}.
-#: A value outside a release's keys fails loudly (the case is excluded, naming the file).
-LABEL_MAP_BRATS_2017 = MappingProxyType({0: 0, 1: 1, 2: 2, 4: 3})  # BraTS 2017-2021: 1 NCR/NET, 2 ED, 4 ET
-LABEL_MAP_BRATS_2023 = MappingProxyType({0: 0, 1: 1, 2: 2, 3: 3})  # BraTS 2023/2024 glioma: 1 NETC, 2 SNFH, 3 ET
-LABEL_MAP_MSD = MappingProxyType({0: 0, 1: 2, 2: 1, 3: 3})  # MSD Task01: 1 oedema, 2 non-enhancing, 3 enhancing
-RELEASE_LABEL_MAPS = MappingProxyType(
-    {
-        "brats2018": LABEL_MAP_BRATS_2017,
-        "brats2020": LABEL_MAP_BRATS_2017,
-        "brats2021": LABEL_MAP_BRATS_2017,
-        "brats2023": LABEL_MAP_BRATS_2023,
-        "msd": LABEL_MAP_MSD,
-    }
-)
-#: File-name suffixes of each modality in BraTS 2023+ releases (``<case>-t2f.nii.gz`` is FLAIR).
-MODALITY_SUFFIXES_2023 = MappingProxyType({"flair": "t2f", "t1": "t1n", "t1ce": "t1c", "t2": "t2w"})
+#: Each release's own labels and file names (file label -> ``REGION_LABELS`` value) live in its module of
+#: ``brats_llm.ingest.layouts``; a value outside a release's labels fails loudly, naming the file.
 
 #: Glioma grades; the class index is the position (0 LGG, 1 HGG), as in the paper.
 GRADES: tuple[str, ...] = ("LGG", "HGG")

@@ -18,7 +18,8 @@ from brats_llm.export.nnunet import REGIONS_CLASS_ORDER, export_nnunet
 from brats_llm.ingest.layout import discover
 from brats_llm.preprocess.volumes import PrepareParams, prepare
 from brats_llm.split.splits import SplitParams, split_volumes
-from tests.test_releases import patient, remap, write_msd
+from tests.release_cases import patient, remap
+from tests.test_layouts_msd import write as write_msd
 
 HAS_NNUNET = importlib.util.find_spec("nnunetv2") is not None
 PARAMS = PrepareParams(slices=20, size=24)

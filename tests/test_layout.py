@@ -1,105 +1,16 @@
-"""Discovery of BraTS 2020 / 2018 layouts and the reasons cases are excluded before loading."""
-
-import os
-import pathlib
-import shutil
+"""Release-independent discovery: the wrapper descent, unreadable entries, hidden folders and symbolic links
+(each release's own rules are tested in tests/test_layouts_<release>.py)."""
 
 import pytest
 
 from brats_llm.errors import InputError
-from brats_llm.ingest.layout import LAYOUT_2018, LAYOUT_2020, discover
-
-
-def write_mapping(root, rows):
-    lines = ["Grade,BraTS_2017_subject_ID,BraTS_2018_subject_ID,TCGA_TCIA_subject_ID,BraTS_2019_subject_ID,BraTS_2020_subject_ID"]
-    lines += [f"{grade},NA,NA,NA,NA,{pid}" for pid, grade in rows]
-    (root / "name_mapping.csv").write_text("\n".join(lines) + "\n")
-
-
-def reasons(inventory):
-    return {e.id: e.reason for e in inventory.excluded}
-
-
-def test_2020_layout_with_quirks(tmp_path, case_factory):
-    root = tmp_path / "MICCAI_BraTS2020_TrainingData"
-    case_factory(root, "BraTS20_Training_001")
-    case_factory(root, "BraTS20_Training_002", ext=".nii")  # uncompressed release files
-    case_factory(root, "BraTS20_Training_003", mask_name="W39_1998.09.19_Segm.nii")  # the real misnamed mask
-    case_factory(root, "BraTS20_Training_004", skip=("t1ce",))
-    case_factory(root, "BraTS20_Training_005")  # not in the mapping
-    case_factory(root, "BraTS20_Training_006", skip=("seg",))
-    write_mapping(root, [("BraTS20_Training_001", "HGG"), ("BraTS20_Training_002", "LGG"),
-                         ("BraTS20_Training_003", "HGG"), ("BraTS20_Training_004", "HGG"),
-                         ("BraTS20_Training_006", "LGG"), ("BraTS20_Training_099", "HGG")])
-    inventory = discover(tmp_path)  # a wrapper folder above the release is descended
-    assert inventory.layout == LAYOUT_2020
-    assert inventory.root == root
-    assert [c.patient_id for c in inventory.cases] == ["BraTS20_Training_001", "BraTS20_Training_002", "BraTS20_Training_003"]
-    assert [c.grade for c in inventory.cases] == ["HGG", "LGG", "HGG"]
-    assert inventory.cases[2].mask.name == "W39_1998.09.19_Segm.nii"
-    assert [p.name.split("_")[-1] for p in inventory.cases[0].images] == ["flair.nii.gz", "t1.nii.gz", "t1ce.nii.gz", "t2.nii.gz"]
-    assert any("non-standard name" in n.message for n in inventory.notes)
-    why = reasons(inventory)
-    assert why["BraTS20_Training_004"] == "t1ce image missing"
-    assert "grade missing" in why["BraTS20_Training_005"]
-    assert why["BraTS20_Training_006"] == "segmentation mask missing"
-    assert "no case folder" in why["BraTS20_Training_099"]
-
-
-def test_ambiguous_files_and_bad_grade(tmp_path, case_factory):
-    case = case_factory(tmp_path, "BraTS20_Training_001")
-    shutil.copy(case / "BraTS20_Training_001_t2.nii.gz", case / "BraTS20_Training_001_t2.nii")
-    case_factory(tmp_path, "BraTS20_Training_002")
-    write_mapping(tmp_path, [("BraTS20_Training_001", "HGG"), ("BraTS20_Training_002", "GBM")])
-    why = reasons(discover(tmp_path))
-    assert why["BraTS20_Training_001"].startswith("t2 image ambiguous")
-    assert "GBM" in why["BraTS20_Training_002"]
-
-
-def test_2018_layout_grades_duplicates_and_unsafe_ids(tmp_path, case_factory):
-    case_factory(tmp_path / "HGG", "Brats18_A_1")
-    case_factory(tmp_path / "LGG", "Brats18_B_1")
-    case_factory(tmp_path / "HGG", "Brats18_DUP_1")
-    case_factory(tmp_path / "LGG", "Brats18_DUP_1")
-    case_factory(tmp_path / "LGG", "bad id; rm")
-    inventory = discover(tmp_path)
-    assert inventory.layout == LAYOUT_2018
-    assert {c.patient_id: c.grade for c in inventory.cases} == {"Brats18_A_1": "HGG", "Brats18_B_1": "LGG"}
-    dups = [e for e in inventory.excluded if e.id == "Brats18_DUP_1"]
-    assert len(dups) == 2 and all("duplicate patient id" in e.reason for e in dups)
-    assert reasons(inventory)["bad id; rm"] == "patient id is not a safe file name"
-
-
-def test_conflicting_grades_in_mapping(tmp_path, case_factory):
-    case_factory(tmp_path, "BraTS20_Training_001")
-    write_mapping(tmp_path, [("BraTS20_Training_001", "HGG"), ("BraTS20_Training_001", "LGG")])
-    inventory = discover(tmp_path)
-    assert not inventory.cases
-    assert any("conflicting grades" in e.reason for e in inventory.excluded)
+from brats_llm.ingest.layout import discover
+from tests.release_cases import deny
 
 
 def test_missing_root_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         discover(tmp_path / "nope")
-
-
-def test_real_sample_layout(sample_dir):
-    inventory = discover(sample_dir)
-    assert inventory.layout == LAYOUT_2018
-    assert len(inventory.cases) == 6 and not inventory.excluded
-    assert sorted(c.grade for c in inventory.cases) == ["HGG"] * 4 + ["LGG"] * 2
-
-
-def deny(monkeypatch, method, denied):
-    """Make ``Path.<method>`` raise PermissionError for ``denied`` (tests run as root: chmod cannot)."""
-    original = getattr(pathlib.Path, method)
-
-    def guarded(self, *args, **kwargs):
-        if self == denied:
-            raise PermissionError(13, "Permission denied", str(self))
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(pathlib.Path, method, guarded)
 
 
 def test_unreadable_entries_are_exclusions(tmp_path, case_factory, monkeypatch):
@@ -137,45 +48,6 @@ def test_unreadable_release_is_one_input_error(tmp_path, case_factory, monkeypat
     with pytest.raises(InputError, match="Permission denied") as info:
         discover(tmp_path)
     assert str(tmp_path) in str(info.value)
-
-
-@pytest.mark.parametrize(
-    "make, reason",
-    [
-        (lambda p: p.write_bytes("Grade,BraTS_2020_subject_ID\nHGG,BraTS20_Training_001\xe9\n".encode("latin-1")),
-         r"not UTF-8 text \(byte 0xe9"),
-        (lambda p: p.mkdir(), "is a folder, not a file"),
-        (lambda p: p.symlink_to(p.parent / "missing.csv"), "broken symbolic link"),
-        (lambda p: p.write_text("Grade,ID\nHGG,x\n"), r"missing column\(s\) \['BraTS_2020_subject_ID'\]"),
-        (lambda p: p.write_text("Grade,BraTS_2020_subject_ID\nHGG,\"" + "x" * 200_000 + "\"\n"), "not valid CSV"),
-    ],
-)
-def test_bad_mapping_is_one_input_error(tmp_path, case_factory, make, reason):
-    case_factory(tmp_path, "BraTS20_Training_001")
-    make(tmp_path / "name_mapping.csv")
-    with pytest.raises(InputError, match=reason) as info:
-        discover(tmp_path)
-    assert str(info.value).startswith(str(tmp_path / "name_mapping.csv"))
-
-
-def test_unreadable_mapping(tmp_path, case_factory, monkeypatch):
-    case_factory(tmp_path, "BraTS20_Training_001")
-    write_mapping(tmp_path, [("BraTS20_Training_001", "HGG")])
-    deny(monkeypatch, "open", tmp_path / "name_mapping.csv")
-    with pytest.raises(InputError, match=r"name_mapping.csv: cannot read name_mapping.csv \(Permission denied\)"):
-        discover(tmp_path)
-
-
-def test_unreadable_folder_listed_in_mapping_is_not_reported_twice(tmp_path, case_factory, monkeypatch):
-    case_factory(tmp_path, "BraTS20_Training_001")
-    case_factory(tmp_path, "BraTS20_Training_002")
-    write_mapping(tmp_path, [("BraTS20_Training_001", "HGG"), ("BraTS20_Training_002", "LGG")])
-    deny(monkeypatch, "iterdir", tmp_path / "BraTS20_Training_002")
-    inventory = discover(tmp_path)
-    assert [c.patient_id for c in inventory.cases] == ["BraTS20_Training_001"]
-    why = [(e.id, e.reason) for e in inventory.excluded]
-    assert why == [("BraTS20_Training_002", "cannot list folder (Permission denied)")]
-    assert os.path.isdir(tmp_path / "BraTS20_Training_002")
 
 
 @pytest.mark.parametrize("graded", [True, False])

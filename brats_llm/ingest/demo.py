@@ -26,7 +26,7 @@ from brats_llm.constants import (
     MASK_SUFFIX,
     MODALITIES,
 )
-from brats_llm.ingest.layout import MAPPING_FILE, MAPPING_GRADE_COLUMN, MAPPING_ID_COLUMN
+from brats_llm.ingest.layouts.brats2020 import MAPPING_FILE, MAPPING_GRADE_COLUMN, MAPPING_ID_COLUMN
 
 #: Columns of the real BraTS 2020 ``name_mapping.csv`` (others than id and grade are left "NA").
 MAPPING_COLUMNS = (

@@ -1,4 +1,4 @@
-"""``brats-llm llm-inspect``: the exact tokens inference and training build for a few rows.
+"""``brats-llm llm-inspect``: the exact tokens inference and fine-tuning build for a few rows.
 
 Nothing here re-implements tokenisation: the generation input comes from
 :func:`brats_llm.llm.infer.generation_inputs` (what ``llm-infer`` feeds ``generate``), the training
