@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,6 +15,7 @@ from datasets.arrow_writer import ArrowWriter
 
 from brats_llm import atomic
 from brats_llm.errors import InputError
+from brats_llm.provenance import file_digest
 
 #: The single data file of the ``save_to_disk`` layout we write.
 DATA_FILE = "data-00000-of-00001.arrow"
@@ -115,8 +115,7 @@ def dataset_writer(out_dir: str | os.PathLike, features: Features, description: 
 
 
 def _write_metadata(folder: Path, features: Features, description: str, num_bytes: int, num_rows: int) -> None:
-    with (folder / DATA_FILE).open("rb") as handle:
-        fingerprint = hashlib.file_digest(handle, "sha256").hexdigest()[:16]
+    fingerprint = file_digest(folder / DATA_FILE).hex()[:16]
     DatasetInfo(description=description, features=features, dataset_size=num_bytes).write_to_directory(str(folder))
     atomic.write_json(folder / "state.json", {
         "_data_files": [{"filename": DATA_FILE}],

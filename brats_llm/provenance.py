@@ -12,6 +12,8 @@ from brats_llm import __version__
 from brats_llm.errors import InputError, MissingInputError
 
 PACKAGE = Path(__file__).resolve().parent
+#: Hex digits of a revision (a folder or config content hash), as long as a git commit sha.
+REVISION_LENGTH = 40
 
 
 def dataset_version(folder: str | os.PathLike) -> dict[str, str]:
@@ -28,29 +30,57 @@ def dataset_version(folder: str | os.PathLike) -> dict[str, str]:
     return version
 
 
-def files_revision(root: str | os.PathLike, files: list[Path]) -> str:
-    """Content hash of ``files`` (under ``root``) with their relative names, in the order given."""
+def folder_files(folder: str | os.PathLike) -> list[Path]:
+    """Every file under ``folder`` (recursively), sorted: the order content hashes take them in."""
+    return sorted(p for p in Path(folder).rglob("*") if p.is_file())
+
+
+def file_digest(path: str | os.PathLike, *, large: int | None = None) -> bytes:
+    """SHA-256 of a file's bytes; above ``large`` bytes, of its size and mtime (multi-GB weights, not read).
+
+    A ``datasets`` fingerprint is the first 16 hex digits of a data file's digest.
+    """
+    path = Path(path)
+    if large is not None:
+        stat = path.stat()
+        if stat.st_size > large:
+            return hashlib.sha256(f"{stat.st_size}:{stat.st_mtime_ns}".encode()).digest()
+    with path.open("rb") as handle:
+        return hashlib.file_digest(handle, "sha256").digest()
+
+
+def file_digests(root: str | os.PathLike, files: list[Path], *, large: int | None = None) -> dict[str, bytes]:
+    """Each of ``files`` (under ``root``) by its relative name: its :func:`file_digest`, in the order given."""
     root = Path(root)
+    return {path.relative_to(root).as_posix(): file_digest(path, large=large) for path in files}
+
+
+def content_hash(digests: dict[str, bytes]) -> str:
+    """The one content hash: SHA-256 over each relative name followed by its file digest, in order (64 hex).
+
+    Build ``digests`` with :func:`file_digests`; a subset of them (one config of a repo) hashes without
+    reading any file again.
+    """
     digest = hashlib.sha256()
-    for path in files:
-        digest.update(path.relative_to(root).as_posix().encode())
-        with path.open("rb") as handle:
-            digest.update(hashlib.file_digest(handle, "sha256").digest())
-    return digest.hexdigest()[:40]
+    for name, file in digests.items():
+        digest.update(name.encode() + file)
+    return digest.hexdigest()
+
+
+def files_revision(root: str | os.PathLike, files: list[Path]) -> str:
+    """Content hash of ``files`` (under ``root``) with their relative names, in the order given (40 hex)."""
+    return content_hash(file_digests(root, files))[:REVISION_LENGTH]
 
 
 def folder_revision(folder: str | os.PathLike) -> str:
     """Content hash of a folder's files and names (the local stand-in for a Hub commit sha)."""
-    return files_revision(folder, sorted(p for p in Path(folder).rglob("*") if p.is_file()))
+    return files_revision(folder, folder_files(folder))
 
 
 def code_version() -> str:
-    """Package version and a SHA-256 over the package's source and data files (stable across machines)."""
-    digest = hashlib.sha256()
-    for path in sorted(PACKAGE.rglob("*")):
-        if path.is_file() and path.suffix in (".py", ".yaml", ".md"):
-            digest.update(path.relative_to(PACKAGE).as_posix().encode() + b"\0" + path.read_bytes())
-    return f"{__version__} (source sha256 {digest.hexdigest()[:12]})"
+    """Package version and a content hash of the package's source and data files (stable across machines)."""
+    files = [p for p in folder_files(PACKAGE) if p.suffix in (".py", ".yaml", ".md")]
+    return f"{__version__} (source sha256 {content_hash(file_digests(PACKAGE, files))[:12]})"
 
 
 def read_revision(revision_file: str | os.PathLike) -> dict[str, Any]:

@@ -248,6 +248,7 @@ def test_resume_reads_every_ranks_log(published, tiny_model, tmp_path, monkeypat
 def test_sharded_inference_under_torchrun(published, tiny_model, tmp_path):
     """Two CPU ranks (gloo): predictions.jsonl byte-identical to one process, sampled answers included;
     run.json differs only in world_size and rows_per_rank; llm-consistency's outputs are identical."""
+    import re
     import shutil
     import subprocess
     import sys
@@ -267,6 +268,8 @@ def test_sharded_inference_under_torchrun(published, tiny_model, tmp_path):
             result = subprocess.run([*prefix, exe, *command], capture_output=True, text=True, timeout=300,
                                     cwd=tmp_path, check=False)
             assert result.returncode == 0, result.stderr[-3000:]
+            summaries = len(re.findall(r"(?m)(?:^|\r)(?:cls: 7 rows|general: \w+_image: HGG)", result.stderr))
+            assert summaries == 1, result.stderr[-3000:]  # rank 0 only
         outputs[name] = tmp_path / name
     single, sharded = outputs["single"], outputs["sharded"]
     assert (sharded / "cls" / "predictions.jsonl").read_bytes() == (single / "cls" / "predictions.jsonl").read_bytes()

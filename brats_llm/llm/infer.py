@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import json
 import logging
 import os
@@ -22,8 +21,9 @@ from brats_llm.conversations.parse import parse_answer
 from brats_llm.conversations.prompts import CLASS_ANSWERS, PROMPT_VERSION, TASKS
 from brats_llm.errors import InputError, OutputError
 from brats_llm.llm.model import adapter_record, check_adapter, is_smoke_model, load_model, model_note, read_revision
-from brats_llm.llm.shard import Ranks
 from brats_llm.llm.shard import ranks as shard_ranks
+from brats_llm.provenance import content_hash, file_digests, folder_files
+from brats_llm.ranks import Ranks
 
 log = logging.getLogger(__name__)
 
@@ -205,24 +205,15 @@ def resume_dir(out_dir: str | os.PathLike) -> Path:
 
 
 def _fingerprint(path: str | os.PathLike | None) -> str | None:
-    """sha256 over a local file or folder's files (names + bytes); None for no path; a Hub id as given."""
+    """Content hash of a local file or folder's files (names + bytes; size + mtime above :data:`LARGE_FILE`);
+    None for no path; a Hub id as given."""
     if path is None:
         return None
     path = Path(path)
     if not path.exists():
         return str(path)
-    digest = hashlib.sha256()
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-    for file in files:
-        digest.update(str(file.relative_to(path) if file != path else file.name).encode() + b"\0")
-        stat = file.stat()
-        if stat.st_size > LARGE_FILE:  # real weights (GBs): size and mtime, not a full read on every run
-            digest.update(f"{stat.st_size}:{stat.st_mtime_ns}".encode())
-            continue
-        with open(file, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
+    root, files = (path.parent, [path]) if path.is_file() else (path, folder_files(path))
+    return content_hash(file_digests(root, files, large=LARGE_FILE))
 
 
 def run_key(task: str, revision_file: str | os.PathLike, params: InferParams,

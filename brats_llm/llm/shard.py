@@ -14,10 +14,9 @@ from __future__ import annotations
 import datetime
 import logging
 import os
-from dataclasses import dataclass
-from typing import Any
 
 from brats_llm.errors import BratsLlmError
+from brats_llm.ranks import Ranks, launched
 
 log = logging.getLogger(__name__)
 
@@ -30,52 +29,6 @@ class LaunchError(BratsLlmError, RuntimeError):
     """The ranks cannot each get one GPU (more ranks than GPUs, or CUDA started before pinning)."""
 
 
-@dataclass(frozen=True)
-class Ranks:
-    """This process's place among the ranks (world 1, rank 0 when not launched by torchrun)."""
-
-    world: int = 1
-    rank: int = 0
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def sharded(self) -> bool:
-        return self.world > 1
-
-    def share(self, units: int) -> list[int]:
-        """Indices of the ``units`` (batches) this rank answers: ``i % world == rank``."""
-        return list(range(self.rank, units, self.world))
-
-    def barrier(self) -> None:
-        if self.sharded:
-            import torch.distributed as dist
-
-            dist.barrier()
-
-    def all_gather(self, value: Any) -> list[Any]:
-        """Every rank's ``value`` (picklable), in rank order."""
-        if not self.sharded:
-            return [value]
-        import torch.distributed as dist
-
-        gathered: list[Any] = [None] * self.world
-        dist.all_gather_object(gathered, value)
-        return gathered
-
-    def broadcast(self, value: Any) -> Any:
-        """Rank 0's ``value`` on every rank."""
-        if not self.sharded:
-            return value
-        import torch.distributed as dist
-
-        box = [value if self.main else None]
-        dist.broadcast_object_list(box, src=0)
-        return box[0]
-
-
 def ranks() -> Ranks:
     """Join the process group of a ``torchrun`` / ``accelerate launch`` run (once), or a single process.
 
@@ -83,16 +36,15 @@ def ranks() -> Ranks:
         LaunchError: more ranks on this machine than GPUs visible, or CUDA was already started with
             several GPUs visible (the rank could not be pinned to its own GPU).
     """
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return Ranks()
+    launch = launched()
+    if not launch.sharded:
+        return launch
     import torch
     import torch.distributed as dist
 
-    rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    world, rank, local_rank, local_world = launch.world, launch.rank, launch.local_rank, launch.local_world
     if not dist.is_initialized():
         gpus = visible_gpus()
-        local_world = int(os.environ.get("LOCAL_WORLD_SIZE", str(world)))
         if gpus > 0 and local_world > gpus:  # every rank must agree on the backend: refuse, never mix
             raise LaunchError(f"{local_world} ranks on this machine but {gpus} GPU(s) visible: start one rank per "
                                f"GPU (torchrun --nproc_per_node {gpus})")
@@ -106,7 +58,7 @@ def ranks() -> Ranks:
             torch.cuda.set_device(0)
         dist.init_process_group("nccl" if cuda else "gloo", timeout=TIMEOUT)
         log.info("rank %d of %d (%s)", rank, world, f"GPU {local_rank}" if cuda else "CPU, gloo")
-    return Ranks(world=dist.get_world_size(), rank=dist.get_rank())
+    return Ranks(world=dist.get_world_size(), rank=dist.get_rank(), local_rank=local_rank, local_world=local_world)
 
 
 def visible_gpus() -> int:

@@ -17,8 +17,7 @@ from brats_llm import atomic
 from brats_llm.constants import GRADES
 from brats_llm.conversations.prompts import PROMPT_VERSION, TASKS
 from brats_llm.errors import BratsLlmError
-from brats_llm.provenance import folder_revision
-from brats_llm.publish.pinned import CARD_FILE, config_revision
+from brats_llm.publish.pinned import CARD_FILE, repo_revisions
 
 #: The card template: cards/dataset_card.md, shipped inside the package (a link in the source tree, a file in the wheel).
 CARD_TEMPLATE = Path(__file__).parent / "dataset_card.md"
@@ -190,9 +189,9 @@ def publish(volumes: str | os.PathLike, slices: str | os.PathLike, geometry: str
     configs = _configs(Path(volumes), Path(slices), Path(geometry), Path(conversations))
     with atomic.atomic_dir(out_dir, kind="hub") as staging:
         write_repo(staging, configs, params_used or {}, dvc_hash, synthetic)
-    record = {"repo_id": params.repo_id or None, "path": out_dir.as_posix(), "revision": folder_revision(out_dir),
-              "endpoint": params.endpoint or None, "configs": sorted(configs),
-              "config_revisions": {name: config_revision(out_dir, name) for name in sorted(configs)}}
+    revision, config_revisions = repo_revisions(out_dir, sorted(configs))
+    record = {"repo_id": params.repo_id or None, "path": out_dir.as_posix(), "revision": revision,
+              "endpoint": params.endpoint or None, "configs": sorted(configs), "config_revisions": config_revisions}
     if params.repo_id:  # the endpoint really used (params, else HF_ENDPOINT, else huggingface.co)
         record["endpoint"] = resolve_endpoint(params.endpoint)
     if params.repo_id:

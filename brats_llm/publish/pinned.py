@@ -11,7 +11,8 @@ from datasets.table import InMemoryTable
 from huggingface_hub import DatasetCard
 
 from brats_llm.errors import InputError
-from brats_llm.provenance import files_revision, folder_revision, read_revision
+from brats_llm.provenance import (REVISION_LENGTH, content_hash, file_digests, files_revision, folder_files,
+                                  folder_revision, read_revision)
 
 #: The dataset card at the repo root; its ``configs`` list every config's data files.
 CARD_FILE = "README.md"
@@ -51,7 +52,20 @@ def config_revision(folder: Path, config: str) -> str:
     A config is checked without hashing the others, and it keeps its hash across publications that
     change only other configs or the card: what was trained on it need not be trained again.
     """
-    return files_revision(folder, sorted(p for p in (folder / config).rglob("*") if p.is_file()))
+    return files_revision(folder, folder_files(folder / config))
+
+
+def repo_revisions(folder: Path, configs: list[str]) -> tuple[str, dict[str, str]]:
+    """The folder's revision (:func:`~brats_llm.provenance.folder_revision`) and each config's
+    (:func:`config_revision`), the same values, from one read of every file: each config is hashed
+    from its files' digests, and the folder revision from those digests and the other files' (the card,
+    the output marker), not by reading the configs again.
+    """
+    digests = file_digests(folder, folder_files(folder))
+    per_config = {config: content_hash({name: digest for name, digest in digests.items()
+                                        if name.startswith(f"{config}/")})[:REVISION_LENGTH]
+                  for config in configs}
+    return content_hash(digests)[:REVISION_LENGTH], per_config
 
 
 def published_folder(revision_file: str | os.PathLike, config: str | None = None) -> Path:

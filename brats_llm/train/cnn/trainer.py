@@ -21,6 +21,7 @@ from brats_llm.determinism import configure
 from brats_llm.errors import InputError
 from brats_llm.metrics.classification import roc_auc
 from brats_llm.metrics.segmentation import dice
+from brats_llm.ranks import launched
 from brats_llm.split.splits import oversample_indices, read_splits
 from brats_llm.train.cnn.data import TARGETS, VolumeTensors, fold_patients, load_split, require_grades
 from brats_llm.train.cnn.models import ARCHITECTURES, build_model, soft_dice_loss
@@ -116,11 +117,10 @@ class Distributed:
     """Single process, or one rank of ``torchrun`` / ``accelerate launch`` (DDP over gloo or nccl)."""
 
     def __init__(self) -> None:
-        self.world = int(os.environ.get("WORLD_SIZE", "1"))
-        self.rank = int(os.environ.get("RANK", "0"))
-        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        self.ranks = launched()
+        self.world, self.rank = self.ranks.world, self.ranks.rank
         if torch.cuda.is_available():
-            self.device = torch.device("cuda", local_rank)
+            self.device = torch.device("cuda", self.ranks.local_rank)
             torch.cuda.set_device(self.device)
         else:
             self.device = torch.device("cpu")
@@ -129,7 +129,7 @@ class Distributed:
 
     @property
     def main(self) -> bool:
-        return self.rank == 0
+        return self.ranks.main
 
     def wrap(self, model: nn.Module) -> nn.Module:
         if self.world == 1:
@@ -152,8 +152,7 @@ class Distributed:
         return float(tensor.item() / self.world)
 
     def barrier(self) -> None:
-        if self.world > 1:
-            torch.distributed.barrier()
+        self.ranks.barrier()
 
 
 def augment_batch(images: torch.Tensor, masks: torch.Tensor, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -333,7 +332,7 @@ def train_cnn(task: str, volumes: str | os.PathLike, splits_file: str | os.PathL
         raise InputError(f"{splits_file}: fold(s) {sorted(unknown)} not in the split (folds {folds})")
     live = Path(live_dir) if live_dir is not None else None
     with contextlib.ExitStack() as claims:
-        if os.environ.get("RANK", "0") == "0":  # rank 0 writes the fold folders; refuse foreign ones up front
+        if launched().main:  # rank 0 writes the fold folders; refuse foreign ones up front
             for fold in chosen:
                 claims.enter_context(atomic.owned_dir(out_dir / f"fold{fold}", kind="cnn-model"))
         return [train_fold(task, source, splits_file, fold, out_dir / f"fold{fold}", params, live,
