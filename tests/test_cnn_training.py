@@ -59,7 +59,8 @@ def test_train_resume_and_evaluate(prepared, tmp_path, task):
         assert metrics["test"][key] == pytest.approx(value, nan_ok=True)
     test_patients = len((out / "predictions" / "test.csv").read_text().splitlines()) - 1
     headline = json.loads((out / "metrics.json").read_text())  # dvclive's summary replaced by the headline only
-    assert headline == {"n": test_patients, **{key: metrics["test"][key] for key in HEADLINE_KEYS[task]}}
+    named = {key: metrics["test"][source] for key, source in HEADLINE_KEYS[task].items()}
+    assert headline == {"n_patients": test_patients, **named}
     if task == "cls":
         assert {"accuracy", "auc", "mcc", "specificity", "accuracy_ci_low", "baseline_majority"} <= set(metrics["test"])
         rows = (out / "predictions" / "test.csv").read_text().splitlines()
@@ -182,7 +183,7 @@ def test_cnn_metrics_never_hold_nan(tmp_path):
     path = tmp_path / "metrics.json"
     path.write_text('{"test": {"auc": NaN, "auc_ci_low": "nan", "auc_ci_high": 1.0, "n": 3}, "selected_fold": 0}')
     data = json.loads(json.dumps(_finite_metrics(path), allow_nan=False))
-    assert headline("cls", data, 3) == {"n": 3, "accuracy": None, "balanced_accuracy": None, "auc": None}
+    assert headline("cls", data, 3) == {"n_patients": 3, "accuracy_3d": None, "balanced_accuracy_3d": None, "auc_3d": None}
     assert data["test"]["auc"] is None and data["test"]["auc_note"]
     assert data["test"]["auc_ci_low"] is None and data["test"]["auc_ci_note"] and data["test"]["auc_ci_high"] == 1.0
     assert data["selected_fold"] == 0

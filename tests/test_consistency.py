@@ -2,7 +2,9 @@
 
 import json
 
-from brats_llm.llm.consistency import ConsistencyParams, answer_label, consistency, pick_slices
+from brats_llm.evaluate.consistency import consistency
+from brats_llm.evaluate.consistency_metrics import answer_label
+from brats_llm.llm.consistency import ConsistencyParams, pick_slices
 
 
 def test_pick_one_middle_slice_per_grade():
@@ -44,4 +46,19 @@ def test_agreement_is_over_parsed_answers(published, tiny_model, tmp_path, monke
     assert (image["HGG"], image["unparsable"], image["parsed"], image["answers"]) == (2, 3, 2, 5)
     assert image["parse_rate"] == 0.4 and image["agreement"] == 1.0 and image["majority"] == "HGG"
     assert json.loads((tmp_path / "c" / "details.json").read_text()) == metrics
-    assert json.loads((tmp_path / "c" / "metrics.json").read_text()) == {"parse_rate": 0.4, "agreement": 1.0}  # pooled
+    assert json.loads((tmp_path / "c" / "metrics.json").read_text()) == {"parse_rate_repeats": 0.4,
+                                                                        "agreement_repeats": 1.0}  # pooled
+
+
+def test_generation_imports_no_scoring():
+    """The pipeline runs one way: llm/ generates, evaluate/ scores; nothing under llm/ imports evaluate/."""
+    import ast
+    from pathlib import Path
+
+    import brats_llm.llm
+
+    for path in Path(brats_llm.llm.__file__).parent.glob("*.py"):
+        tree = ast.parse(path.read_text())
+        modules = [alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names]
+        modules += [node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)]
+        assert not [m for m in modules if m.startswith("brats_llm.evaluate")], path

@@ -25,5 +25,6 @@ def test_headline_pools_every_variant_and_image():
     records = {"general": {"HGG_image": answer_summary(["HGG"] * 3 + ["LGG"] + ["unparsable"]),
                            "LGG_image": answer_summary(["NG"] + ["unparsable"] * 4)},
                "finetuned": {"HGG_image": answer_summary(["unparsable"] * 5)}}
-    assert headline(records) == {"parse_rate": pytest.approx(5 / 15), "agreement": pytest.approx(4 / 5)}
-    assert headline({"general": {"HGG_image": from_counts({"unparsable": 3})}}) == {"parse_rate": 0.0, "agreement": None}
+    assert headline(records) == {"parse_rate_repeats": pytest.approx(5 / 15), "agreement_repeats": pytest.approx(4 / 5)}
+    none_parsed = {"general": {"HGG_image": from_counts({"unparsable": 3})}}
+    assert headline(none_parsed) == {"parse_rate_repeats": 0.0, "agreement_repeats": None}

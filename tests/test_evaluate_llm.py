@@ -8,6 +8,7 @@ from sklearn.metrics import f1_score, roc_auc_score
 
 from brats_llm.evaluate.llm import (HEADLINE_KEYS, UNDETERMINED, LlmEvalParams, baselines, classification_scores,
                                     evaluate_llm, patient_votes, region_mask)
+from brats_llm.evaluate.write import HEADLINE_KEYS as WRITTEN
 from brats_llm.geometry.shapes import rasterize_box
 from brats_llm.publish.pinned import load_published
 
@@ -75,7 +76,7 @@ def test_perfect_boxes_score_as_the_rasterised_truth(published, truth, tmp_path)
     assert {"baseline_fixed_centered_box", "baseline_mean_train_box"} <= set(metrics)
     assert metrics["dice"] > metrics["baseline_fixed_centered_box"]["dice"]
     assert (tmp_path / "out" / "predictions" / "patients.csv").read_text().count("\n") == len(expected) + 1
-    assert headline_of(tmp_path / "out", "bbox")["parse_rate"] == (len(rows) - 1) / len(rows)
+    assert headline_of(tmp_path / "out", "bbox")["parse_rate_slices"] == (len(rows) - 1) / len(rows)
     assert list((tmp_path / "out" / "plots" / "images" / "examples").glob("*.png"))
 
 
@@ -86,7 +87,8 @@ def test_true_centres_are_inside_their_boxes(published, truth, tmp_path):
     metrics = evaluate_llm("center", tmp_path / "pred", published, tmp_path / "out", FAST)["test"]
     assert metrics["in_box"] == 1.0 and metrics["p95_center_distance"] == 0.0 and metrics["p95_box_distance"] == 0.0
     assert metrics["baseline_image_center"]["p95_center_distance"] > 0
-    assert headline_of(tmp_path / "out", "center") == {"n": metrics["n"], "in_box": 1.0, "parse_rate": 1.0}
+    assert headline_of(tmp_path / "out", "center") == {"n_patients": metrics["n"], "center_in_box_2d": 1.0,
+                                                       "parse_rate_slices": 1.0}
 
 
 def test_classification_end_to_end_and_task_mismatch(published, truth, tmp_path):
@@ -96,7 +98,7 @@ def test_classification_end_to_end_and_task_mismatch(published, truth, tmp_path)
     write_predictions(tmp_path / "pred", "cls", preds)
     metrics = evaluate_llm("cls", tmp_path / "pred", published, tmp_path / "out", FAST)["test"]
     assert metrics["accuracy"] == 1.0 and metrics["slices"]["accuracy"] == 1.0
-    assert headline_of(tmp_path / "out", "cls")["balanced_accuracy"] == 1.0
+    assert headline_of(tmp_path / "out", "cls")["balanced_accuracy_vote"] == 1.0
     assert (tmp_path / "out" / "plots" / "images" / "gldr_axial.png").is_file()
     with pytest.raises(ValueError, match="'cls' predictions, not 'bbox'"):
         evaluate_llm("bbox", tmp_path / "pred", published, tmp_path / "x", FAST)
@@ -129,9 +131,10 @@ def strict_json(path):
 def headline_of(out, task):
     """metrics.json holds only the headline keys, each the number of details.json's ``test`` block it names."""
     headline, test = strict_json(out / "metrics.json"), strict_json(out / "details.json")["test"]
-    assert set(headline) == {"n", *HEADLINE_KEYS[task], "parse_rate"}
-    assert all(headline[key] == test[key] for key in ("n", *HEADLINE_KEYS[task])) and isinstance(headline["n"], int)
-    assert headline["parse_rate"] == test["slices"]["ok"] / test["slices"]["n"]
+    assert set(headline) == {"n_patients", *HEADLINE_KEYS[task], "parse_rate_slices"} == set(WRITTEN[f"llm-{task}"])
+    assert all(headline[key] == test[source] for key, source in HEADLINE_KEYS[task].items())
+    assert headline["n_patients"] == test["n"] and isinstance(headline["n_patients"], int)
+    assert headline["parse_rate_slices"] == test["slices"]["ok"] / test["slices"]["n"]
     return headline
 
 
@@ -149,7 +152,7 @@ def test_glioma_only_block_feeds_table_3(published, truth, tmp_path):
     metrics = evaluate_llm("cls", tmp_path / "pred", published, tmp_path / "out", FAST)
     assert metrics["test_glioma"]["accuracy"] == 1.0 and metrics["test_glioma"]["slices"]["n"] == len(rows)
     assert metrics["test"]["accuracy"] < 1.0 and metrics["test"]["slices"]["n"] == len(preds)
-    assert headline_of(tmp_path / "out", "cls")["accuracy"] == metrics["test"]["accuracy"]  # all slices, not Table 3's
+    assert headline_of(tmp_path / "out", "cls")["accuracy_vote"] == metrics["test"]["accuracy"]  # all slices, not Table 3's
     gldr = metrics["test_glioma"]["gldr"]
     assert gldr["hgg_mean"] == 1.0 and gldr["lgg_mean"] == 0.0 and gldr["lgg_patients"] == len(lgg)
     assert (tmp_path / "out" / "plots" / "images" / "gldr_axial_glioma.png").is_file()
@@ -167,7 +170,7 @@ def test_metrics_files_hold_no_nan(published, truth, tmp_path):
     assert block["auc"] is None and "one class" in block["auc_note"]
     assert block["auc_label_probability"] is None and block["auc_label_probability_note"]
     assert block["gldr"]["lgg_mean"] is None and block["gldr"]["lgg_mean_note"] == "no LGG patients"
-    assert headline_of(tmp_path / "out", "cls")["auc"] is None  # null stays null in the headline
+    assert headline_of(tmp_path / "out", "cls")["auc_gldr"] is None  # null stays null in the headline
     assert "NaN" not in (tmp_path / "out" / "details.json").read_text() + (tmp_path / "out" / "metrics.json").read_text()
 
 
@@ -177,7 +180,7 @@ def test_oracle_scores_the_truth_like_the_model(published, truth, tmp_path, task
     preds = [row(g["patient_id"], g["grade"], None, "format_error", slice_index=g["slice_index"]) for g in rows]
     write_predictions(tmp_path / "pred", task, preds)
     metrics = evaluate_llm(task, tmp_path / "pred", published, tmp_path / "out", FAST)["test"]
-    assert headline_of(tmp_path / "out", task)["parse_rate"] == 0.0
+    assert headline_of(tmp_path / "out", task)["parse_rate_slices"] == 0.0
     oracle = metrics["oracle"]
     assert oracle["unparsable"] == 0 and metrics["n"] == len({g["patient_id"] for g in rows})
     assert metrics["truth"]["slices"] == len(rows) and 0 <= metrics["truth"]["multi_component_share"] <= 1

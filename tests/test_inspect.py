@@ -58,7 +58,7 @@ def test_model_comes_from_params(published, tiny_model, tmp_path, monkeypatch):
         return {}
 
     monkeypatch.setattr("brats_llm.train.llm.finetune.finetune", fake_finetune)
-    monkeypatch.setattr("brats_llm.llm.consistency.consistency", fake_consistency)
+    monkeypatch.setattr("brats_llm.evaluate.consistency.consistency", fake_consistency)
     runner = CliRunner()
     for args in (["llm-finetune", "--task", "cls", str(published), str(tmp_path / "a")],
                  ["llm-consistency", str(published), str(tmp_path / "c")],

@@ -32,9 +32,11 @@ def write(path, array, affine):
     nib.save(nib.Nifti1Image(np.asarray(array, dtype=np.uint8), affine), str(path))
 
 
-def test_the_ground_truth_scores_one_in_any_orientation_through_the_cli(cohort, tmp_path):
-    root, segs = cohort
-    test_ids = [a.patient_id for a in read_splits(root / "splits.csv") if a.split == "test"]
+def test_the_ground_truth_scores_one_in_any_orientation_through_the_cli(cohort, published, tmp_path):
+    """Read through the pinned revision file (the published volumes of the same tiny cohort)."""
+    _, segs = cohort
+    splits = published.parent / "splits.csv"
+    test_ids = [a.patient_id for a in read_splits(splits) if a.split == "test"]
     preds = tmp_path / "preds"
     preds.mkdir()
     for i, pid in enumerate(test_ids):
@@ -45,15 +47,18 @@ def test_the_ground_truth_scores_one_in_any_orientation_through_the_cli(cohort, 
         write(preds / f"{pid}.nii.gz", image.get_fdata(), image.affine)
     (preds / "someone-else.nii.gz").write_bytes(b"")  # not in the split: ignored, reported
     out = tmp_path / "scores"
-    result = CliRunner().invoke(main, ["score-predictions", str(preds), str(root / "volumes"), str(root / "splits.csv"),
-                                       str(out), "--split", "test"])
+    result = CliRunner().invoke(main, ["score-predictions", str(preds), str(published), str(splits), str(out),
+                                       "--split", "test"])
     assert result.exit_code == 0, result.output
-    metrics = json.loads((out / "metrics.json").read_text())["test"]
+    metrics = json.loads((out / "details.json").read_text())["test"]
     assert metrics["dice"] == 1.0 and metrics["hd95_mm"] == 0.0 and metrics["lesionwise_dice"] == 1.0
     assert metrics["lesionwise_hd95_mm"] == 0.0 and metrics["n"] == len(test_ids) and metrics["missing"] == 0
+    headline = json.loads((out / "metrics.json").read_text())  # evaluate-seg's headline keys
+    assert headline == {"n_patients": len(test_ids), "dice_wt_3d": 1.0, "hd95_wt_3d_mm": 0.0}
     provenance = json.loads((out / "provenance.json").read_text())
     assert provenance["unused_files"] == ["someone-else.nii.gz"]
-    if "regions" in load_volumes(root / "volumes").column_names:  # the dataset stores regions: TC and ET too
+    assert provenance["dataset"]["revision_file"] == published.as_posix() and provenance["dataset"]["config"] == "volumes"
+    if "regions" in load_volumes(published.parent / "volumes").column_names:  # regions stored: TC and ET too
         assert provenance["regions"] == ["wt", "tc", "et"]
         assert metrics["tc"]["dice"] == 1.0 and metrics["et"]["dice"] == 1.0
     rows = (out / "predictions" / "test.csv").read_text().splitlines()
@@ -108,3 +113,33 @@ def test_bad_predictions_fail_naming_the_file(cohort, tmp_path):
     with pytest.raises(FileNotFoundError, match="no prediction"):
         score_predictions(tmp_path / "o2" if (tmp_path / "o2").mkdir() is None else None, root / "volumes",
                           root / "splits.csv", tmp_path / "o", PARAMS)
+
+
+def test_patients_stream_through_memory(cohort, tmp_path, monkeypatch):
+    """Each patient's volumes are released once scored: never more than the current and the previous row alive."""
+    import gc
+    import weakref
+
+    from brats_llm.train.cnn.source import VolumeSource
+
+    root, segs = cohort
+    test_ids = [a.patient_id for a in read_splits(root / "splits.csv") if a.split == "test"]
+    preds = tmp_path / "preds"
+    preds.mkdir()
+    for pid in test_ids:
+        image = nib.load(segs[pid])
+        write(preds / f"{pid}.nii.gz", image.get_fdata(), image.affine)
+    alive_before: list[int] = []
+    real_rows = VolumeSource.rows
+
+    def watched(self, patient_ids):
+        refs = []
+        for pid, row in real_rows(self, patient_ids):
+            gc.collect()
+            alive_before.append(sum(ref() is not None for ref in refs))
+            refs.append(weakref.ref(row["mask"]))
+            yield pid, row
+
+    monkeypatch.setattr(VolumeSource, "rows", watched)
+    result = score_predictions(preds, root / "volumes", root / "splits.csv", tmp_path / "out", PARAMS, split="all")
+    assert len(alive_before) == result["all"]["n"] > 2 and max(alive_before) <= 1

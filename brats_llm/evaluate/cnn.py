@@ -17,6 +17,7 @@ from torch.nn import functional as F
 from brats_llm import atomic
 from brats_llm import plots as figures
 from brats_llm.errors import InputError, MissingInputError
+from brats_llm.evaluate.write import METRICS_FILE, write_scores
 from brats_llm.metrics.bootstrap import bootstrap_ci, with_intervals
 from brats_llm.metrics.classification import classification_metrics, majority_baseline, rates
 from brats_llm.metrics.finite import finite_or_null
@@ -28,8 +29,9 @@ from brats_llm.train.cnn.source import VolumeSource, open_volumes
 from brats_llm.train.cnn.trainer import CHECKPOINT_BEST, model_options, predict
 
 SPLITS = ("train", "validation", "test")
-#: metrics.json (the DVC headline) beside ``n``: each task's main test scores (WT for the segmenter).
-HEADLINE_KEYS = {"cls": ("accuracy", "balanced_accuracy", "auc"), "seg": ("dice", "hd95_mm")}
+#: metrics.json (the DVC headline) beside ``n_patients``: headline key -> the test block's key (WT for the segmenter).
+HEADLINE_KEYS = {"cls": {"accuracy_3d": "accuracy", "balanced_accuracy_3d": "balanced_accuracy", "auc_3d": "auc"},
+                 "seg": {"dice_wt_3d": "dice", "hd95_wt_3d_mm": "hd95_mm"}}
 
 
 @dataclass(frozen=True)
@@ -328,17 +330,17 @@ def evaluate_cnn(task: str, volumes: str | os.PathLike, splits_file: str | os.Pa
         live.log_metric("selected_fold", meta["fold"], plot=False)
         live.end()
         spread = fold_spread(task, model_dir, source, splits_file, params, meta["folds_available"])
-        details = _finite_metrics(staging / "metrics.json", test_extra=spread)
-        atomic.write_text(staging / "details.json", json.dumps(details, indent=4, allow_nan=False) + "\n")
-        atomic.write_json(staging / "metrics.json", headline(task, details, len(members["test"])))
+        details = _finite_metrics(staging / METRICS_FILE, test_extra=spread)  # dvclive's summary, replaced here
+        write_scores(staging, f"cnn-{task}", headline(task, details, len(members["test"])), details, dvclive_order=True)
         atomic.write_json(staging / "provenance.json", provenance)
     return results
 
 
 def headline(task: str, details: dict[str, Any], patients: int) -> dict[str, Any]:
-    """metrics.json: the test split's ``patients`` (``n``) and :data:`HEADLINE_KEYS` (all ``None`` without one)."""
+    """metrics.json: the test split's ``patients`` (``n_patients``) and :data:`HEADLINE_KEYS` (``None`` without one)."""
     test = details.get("test")
-    return {"n": patients if test else None, **{key: (test or {}).get(key) for key in HEADLINE_KEYS[task]}}
+    return {"n_patients": patients if test else None,
+            **{key: (test or {}).get(source) for key, source in HEADLINE_KEYS[task].items()}}
 
 
 def _finite_metrics(path: Path, test_extra: dict[str, float] | None = None) -> dict[str, Any]:

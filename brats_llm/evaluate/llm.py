@@ -17,6 +17,7 @@ from brats_llm.config import at_least, between
 from brats_llm.constants import GRADE_TO_LABEL
 from brats_llm.conversations.prompts import answer_text
 from brats_llm.errors import InputError
+from brats_llm.evaluate.write import write_scores
 from brats_llm.geometry.shapes import rasterize_box, rasterize_polygon
 from brats_llm.llm.infer import read_predictions
 from brats_llm.metrics.bootstrap import bootstrap_ci, with_intervals
@@ -32,9 +33,12 @@ NO_GLIOMA = 2
 GLIOMA_ONLY = "_glioma"
 #: Patient-level label when the vote is tied and ``tie`` is "undetermined": scored as a wrong answer.
 UNDETERMINED = -1
-#: metrics.json (the DVC headline) beside ``n`` and ``parse_rate``: each task's main test scores.
-HEADLINE_KEYS = {"cls": ("accuracy", "balanced_accuracy", "auc"), "center": ("in_box",), "bbox": ("dice",),
-                 "polygon": ("dice",)}
+#: metrics.json (the DVC headline) beside ``n_patients`` and ``parse_rate_slices``: headline key -> the test
+#: block's key. Patient scores: classification by the majority vote of 2D slices (AUC: GLDR as the score), the
+#: others means over each patient's 2D slices.
+HEADLINE_KEYS = {"cls": {"accuracy_vote": "accuracy", "balanced_accuracy_vote": "balanced_accuracy", "auc_gldr": "auc"},
+                 "center": {"center_in_box_2d": "in_box"}, "bbox": {"box_dice_2d": "dice"},
+                 "polygon": {"polygon_dice_2d": "dice"}}
 
 
 @dataclass(frozen=True)
@@ -364,8 +368,7 @@ def evaluate_llm(task: str, pred_dir: str | os.PathLike, revision_file: str | os
                 truth[i]["image"], reference, prediction)
     out = Path(out_dir)
     with atomic.atomic_dir(out, kind="llm-evaluation") as staging:
-        atomic.write_json(staging / "details.json", metrics)
-        atomic.write_json(staging / "metrics.json", headline(task, metrics))
+        write_scores(staging, f"llm-{task}", headline(task, metrics), metrics)
         atomic.write_csv(staging / "predictions" / "patients.csv", table)
         for name, rgb in images.items():
             figures.write_png(staging / "plots" / "images" / name, rgb)
@@ -375,7 +378,8 @@ def evaluate_llm(task: str, pred_dir: str | os.PathLike, revision_file: str | os
 
 
 def headline(task: str, metrics: dict[str, Any]) -> dict[str, Any]:
-    """The ``test`` block's patients, main scores and parse rate (share of its slices answered validly).
+    """The ``test`` block's patients, main scores (:data:`HEADLINE_KEYS`) and parse rate (share of its slices
+    answered validly).
 
     Classification: ``test`` is axial, all slices (the glioma-only Table 3 block stays in details.json).
     All ``None`` when the run scored another split.
@@ -384,7 +388,8 @@ def headline(task: str, metrics: dict[str, Any]) -> dict[str, Any]:
     slices = block.get("slices") or {}
     rate = slices["ok"] / slices["n"] if slices.get("n") else None
     patients = int(block["n"]) if block.get("n") is not None else None
-    return {"n": patients, **{key: block.get(key) for key in HEADLINE_KEYS[task]}, "parse_rate": rate}
+    return {"n_patients": patients, **{key: block.get(source) for key, source in HEADLINE_KEYS[task].items()},
+            "parse_rate_slices": rate}
 
 
 def _status_counts(rows: list[dict[str, Any]]) -> dict[str, float]:
