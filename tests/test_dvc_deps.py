@@ -1,99 +1,103 @@
-"""dvc.yaml's code deps of each stage equal the import closure of its command (no stale results)."""
+"""dvc.yaml's code deps of each stage equal the import closure of its command (tools/dvc_deps.py; no stale results)."""
 
-import ast
+import functools
+import importlib.util
+import re
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGE = ROOT / "brats_llm"
-DVC_STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+DVC_YAML = ROOT / "dvc.yaml"
 
 
-def module_file(name: str) -> Path | None:
-    """The source file of module ``brats_llm.x.y`` (a package's __init__.py), or None if it is no module."""
-    base = ROOT.joinpath(*name.split("."))
-    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
-        if candidate.is_file():
-            return candidate
-    return None
+def _tool():
+    """tools/dvc_deps.py, imported by path (tools/ is not a package)."""
+    name = "_brats_llm_tools_dvc_deps"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / "dvc_deps.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
 
 
-def imported_modules(tree: ast.AST, current: str) -> set[str]:
-    """``brats_llm`` modules imported anywhere in ``tree`` (module level and inside functions)."""
-    found = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            found |= {alias.name for alias in node.names if alias.name.startswith("brats_llm")}
-        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("brats_llm"):
-            found.add(node.module)
-            found |= {f"{node.module}.{alias.name}" for alias in node.names}  # from pkg import module
-    return {name for name in found if module_file(name)}
+dvc_deps = _tool()
+STAGES = yaml.safe_load(DVC_YAML.read_text())["stages"]
 
 
-def closure(start: set[str]) -> set[Path]:
-    """Files of ``start`` and of everything they import, with the packages that hold them."""
-    seen: set[str] = set()
-    todo = list(start)
-    while todo:
-        name = todo.pop()
-        parts = name.split(".")
-        for i in range(1, len(parts) + 1):  # importing a.b.c runs a/__init__ and a/b/__init__
-            prefix = ".".join(parts[:i])
-            if prefix not in seen and module_file(prefix):
-                seen.add(prefix)
-                tree = ast.parse(module_file(prefix).read_text())
-                if prefix == "brats_llm.cli":  # each command's own imports come from command_entry
-                    tree = ast.Module(body=[n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))],
-                                      type_ignores=[])
-                todo += imported_modules(tree, prefix)
-    return {module_file(name).relative_to(ROOT) for name in seen}
+@functools.cache
+def differences() -> dict:
+    """Stage -> (missing, stale) code deps of the repository's dvc.yaml, computed once."""
+    return dvc_deps.stale(DVC_YAML.read_text())
 
 
-def command_entry(command: str) -> set[str]:
-    """Modules a ``brats-llm`` command imports: cli.py's own imports plus those in its function."""
-    tree = ast.parse((PACKAGE / "cli.py").read_text())
-    for node in tree.body:
-        if isinstance(node, ast.FunctionDef):
-            for decorator in node.decorator_list:
-                if (isinstance(decorator, ast.Call) and getattr(decorator.func, "attr", "") == "command"
-                        and (decorator.args and decorator.args[0].value == command
-                             or not decorator.args and node.name.replace("_", "-") == command)):
-                    return {"brats_llm.cli"} | imported_modules(node, "brats_llm.cli")
-    raise KeyError(f"no command {command!r} in cli.py")
+@pytest.mark.parametrize("stage", list(STAGES))
+def test_code_deps_equal_the_import_closure(stage):
+    missing, stale = differences().get(stage, ([], []))
+    assert missing == [], f"{stage}: modules the command imports but dvc.yaml does not list"
+    assert stale == [], f"{stage}: code deps the command never imports"
 
 
-def stage_bodies():
-    for name, stage in DVC_STAGES.items():
-        body = stage.get("do", stage)
-        yield name, body["cmd"].split()[1], body["deps"]
+def test_check_passes_on_the_committed_dvc_yaml(capsys):
+    assert dvc_deps.main(["--check"]) == 0, capsys.readouterr().out + "\nrun: python tools/dvc_deps.py --write"
 
 
-def covered(path: Path, deps: list[str]) -> bool:
-    return any(path == Path(dep) or Path(dep) in path.parents for dep in deps)
+def _edited(tmp_path, stage: str, old: str, new: str) -> Path:
+    """dvc.yaml copied to tmp_path with the first match of regex ``old`` in ``stage`` replaced by ``new``."""
+    text = DVC_YAML.read_text()
+    start = text.index(f"\n  {stage}:\n")
+    end = text.index("\n\n", start)
+    edited = re.sub(old, new, text[start:end], count=1)
+    assert edited != text[start:end], (stage, old)
+    copy = tmp_path / "dvc.yaml"
+    copy.write_text(text[:start] + edited + text[end:])
+    return copy
 
 
-def missing_deps(command: str, deps: list[str]) -> list[str]:
-    return sorted(str(p) for p in closure(command_entry(command)) if not covered(p, deps))
+def test_the_check_sees_a_missing_dep_and_write_restores_it(tmp_path, capsys):
+    copy = _edited(tmp_path, "prepare", r"brats_llm/preprocess,\s*", "")
+    assert dvc_deps.stale(copy.read_text())["prepare"] == (["brats_llm/preprocess"], [])
+    assert dvc_deps.main(["--check", "--dvc-yaml", str(copy)]) == 1
+    added = [line for line in capsys.readouterr().out.splitlines() if line.startswith("+ ")]
+    assert any("brats_llm/preprocess" in line for line in added)
+    assert dvc_deps.main(["--write", "--dvc-yaml", str(copy)]) == 0
+    assert copy.read_text() == dvc_deps.rewrite(DVC_YAML.read_text())
 
 
-def extra_deps(command: str, deps: list[str]) -> list[str]:
-    """Code deps (under brats_llm/) that hold no module of the closure."""
-    files = closure(command_entry(command))
-    code = [d for d in deps if d.startswith("brats_llm/") and (ROOT / d).suffix in ("", ".py")]
-    return sorted(d for d in code if not any(covered(f, [d]) for f in files))
+def test_the_check_sees_a_stale_dep(tmp_path):
+    copy = _edited(tmp_path, "split", r"\[data/volumes,", "[data/volumes, brats_llm/gone.py,")
+    assert dvc_deps.stale(copy.read_text())["split"] == ([], ["brats_llm/gone.py"])
+    assert dvc_deps.main(["--check", "--dvc-yaml", str(copy)]) == 1
 
 
-@pytest.mark.parametrize("stage, command, deps", list(stage_bodies()), ids=[s for s, _, _ in stage_bodies()])
-def test_code_deps_equal_the_import_closure(stage, command, deps):
-    assert missing_deps(command, deps) == [], f"{stage}: modules the command imports but dvc.yaml does not list"
-    assert extra_deps(command, deps) == [], f"{stage}: code deps the command never imports"
+def test_the_check_sees_files_listed_instead_of_their_folder(tmp_path):
+    """A complete folder is one entry: listing its files is a difference (the closure is unchanged)."""
+    files = ", ".join(sorted(f"brats_llm/split/{p.name}" for p in (ROOT / "brats_llm" / "split").glob("*.py")))
+    copy = _edited(tmp_path, "split", r"brats_llm/split\]", files + "]")
+    assert dvc_deps.stale(copy.read_text())["split"] == (["brats_llm/split"], files.split(", "))
+    assert dvc_deps.check(copy) != ""
 
 
-def test_the_check_sees_a_removed_module():
-    _, command, deps = next(s for s in stage_bodies() if s[0] == "prepare")
-    module = "brats_llm/preprocess/transforms.py"
-    assert module not in missing_deps(command, deps)
-    trimmed = [d for d in deps if d != "brats_llm/preprocess"] + ["brats_llm/preprocess/volumes.py", "brats_llm/preprocess/case.py"]
-    assert module in missing_deps(command, trimmed)
+def test_write_keeps_everything_but_the_deps_byte_for_byte():
+    text = DVC_YAML.read_text()
+    scrambled = text.replace("brats_llm/cli.py, ", "").replace("params: [demo]", "params: [demo]  # kept")
+    assert scrambled.count("brats_llm/cli.py") < text.count("brats_llm/cli.py")
+    assert dvc_deps.rewrite(scrambled) == dvc_deps.rewrite(text).replace("params: [demo]", "params: [demo]  # kept")
+
+
+def test_a_command_imports_its_own_modules_only():
+    """cli.py's module-level imports are shared; the imports inside another command's function are not."""
+    deps = dvc_deps.code_deps(ROOT, "demo")
+    assert "brats_llm/ingest/demo.py" in deps and "brats_llm/cli.py" in deps
+    assert not any(d.startswith("brats_llm/train") for d in deps)
+    with pytest.raises(KeyError, match="no command 'no-such-command'"):
+        dvc_deps.command_entry(ROOT, "no-such-command")
+
+
+def test_a_block_style_deps_list_is_refused():
+    text = "stages:\n  demo:\n    cmd: brats-llm demo out\n    deps:\n      - data/x\n"
+    with pytest.raises(ValueError, match="flow list"):
+        dvc_deps.rewrite(text)

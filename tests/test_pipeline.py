@@ -44,6 +44,9 @@ STAGES = {
     "evaluate_cls": (ClsEvalParams, "evaluate-cnn --task cls"),
     "evaluate_seg": (SegEvalParams, "evaluate-cnn --task seg"),
 }
+#: section -> the stage that reads it (DVC's name: the CNN stages are foreach over cls/seg).
+STAGE_OF = {section: section for section in STAGES} | {
+    f"{step}_{task}": f"{step}_cnn@{task}" for step in ("train", "evaluate") for task in ("cls", "seg")}
 LLM_TASKS = ("cls", "center", "bbox", "polygon")
 # LLM stages: stage -> ({section: dataclass, or the keys passed as arguments}, command); foreach/matrix in dvc.yaml.
 LLM_STAGES = {
@@ -56,7 +59,7 @@ LLM_STAGES = {
     "llm_consistency": ({"llm_consistency": ConsistencyParams, "llm": ["model"]}, "llm-consistency"),
     "report": ({"report": ReportParams}, "report"),
 }
-STAGE_NAMES = [*STAGES, "tiny_model", "general_model", "llm_consistency", "report",
+STAGE_NAMES = [*STAGE_OF.values(), "tiny_model", "general_model", "llm_consistency", "report",
                *(f"{stage}@{task}" for stage in ("llm_zeroshot", "llm_finetune", "llm_finetuned") for task in LLM_TASKS),
                *(f"evaluate_llm@{mode}-{task}" for mode in ("zeroshot", "finetuned") for task in LLM_TASKS)]
 
@@ -68,10 +71,11 @@ def test_llm_stages_list_exactly_what_their_commands_read():
         body = pipeline[stage].get("do", pipeline[stage])
         expected = set()
         for section, source in sections.items():
-            keys = source if isinstance(source, list) else [f.name for f in dataclasses.fields(source)]
-            expected |= {f"{section}.{key}" for key in keys}
-            if not isinstance(source, list):
-                assert set(params[section]) == set(keys), section
+            if isinstance(source, list):  # some keys of another section
+                expected |= {f"{section}.{key}" for key in source}
+            else:  # its own section, tracked whole
+                expected.add(section)
+                assert set(params[section]) == {f.name for f in dataclasses.fields(source)}, section
                 source(**params[section])
         assert set(body["params"]) == expected, stage
         assert body["cmd"].startswith(f"brats-llm {command} "), stage
@@ -83,20 +87,42 @@ CNN_STAGES = ("train_cls", "train_seg", "evaluate_cls", "evaluate_seg")
 PINNED_VOLUMES = ["repo_id", "config_revisions.volumes"]
 
 
-def test_each_stage_lists_exactly_its_section():
+def expanded(pipeline: dict) -> dict:
+    """Stage name -> definition as DVC names them: a ``foreach`` over a list gives ``name@item``, ``${item}`` filled."""
+    stages = {}
+    for name, stage in pipeline.items():
+        for item in stage.get("foreach", []):
+            stages[f"{name}@{item}"] = yaml.safe_load(yaml.safe_dump(stage["do"]).replace("${item}", item))
+        if "foreach" not in stage:
+            stages[name] = stage
+    return stages
+
+
+def test_each_stage_tracks_exactly_its_section():
     pipeline = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    stages = expanded(pipeline)
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    assert set(pipeline) == set(STAGES) | set(LLM_STAGES)
-    for stage, (cls, command) in STAGES.items():
+    assert set(pipeline) == {STAGE_OF[section].split("@")[0] for section in STAGES} | set(LLM_STAGES)
+    for section, (cls, command) in STAGES.items():
+        stage = stages[STAGE_OF[section]]
         fields = {f.name for f in dataclasses.fields(cls)}
-        listed = {p for p in pipeline[stage]["params"] if isinstance(p, str)}
-        card = set(CARD_SECTIONS) if stage == "publish" else set()  # publish writes them into the dataset card
-        assert listed == {f"{stage}.{name}" for name in fields} | card, stage
-        other_files = [p for p in pipeline[stage]["params"] if not isinstance(p, str)]
-        assert other_files == ([{"data/hub_revision.json": PINNED_VOLUMES}] if stage in CNN_STAGES else []), stage
-        assert set(params[stage]) == fields, stage
-        assert pipeline[stage]["cmd"].startswith(f"brats-llm {command} ")
-        cls(**params[stage])  # the shipped values are valid
+        listed = {p for p in stage["params"] if isinstance(p, str)}
+        card = set(CARD_SECTIONS) if section == "publish" else set()  # publish writes them into the dataset card
+        assert listed == {section} | card, section  # the whole section: every key the dataclass reads
+        other_files = [p for p in stage["params"] if not isinstance(p, str)]
+        assert other_files == ([{"data/hub_revision.json": PINNED_VOLUMES}] if section in CNN_STAGES else []), section
+        assert set(params[section]) == fields, section
+        assert stage["cmd"].startswith(f"brats-llm {command} "), section
+        cls(**params[section])  # the shipped values are valid
+
+
+def test_training_plots_follow_the_trained_fold():
+    """The top-level training curves are those of train_<task>.fold (DVC fills it in), never a fixed fold."""
+    plots = yaml.safe_load((ROOT / "dvc.yaml").read_text())["plots"]
+    ys = [props["y"] for plot in plots if isinstance(plot, dict) for props in plot.values()
+          if isinstance(props.get("y"), dict)]
+    curves = [path for y in ys for path in y if path.startswith(("models/train_cls/", "models/train_seg/"))]
+    assert len(curves) == 6 and all(p.split("/")[2] == f"fold${{{p.split('/')[1]}.fold}}" for p in curves), curves
 
 
 def test_paper_preset_holds_the_paper_values():
@@ -171,9 +197,9 @@ def test_repro_is_incremental(tmp_path):
     # The old commit has no metrics file: the diff still lists the new values.
     diff = dvc(repo, "metrics", "diff", "HEAD", "--md")
     rows = {tuple(cell.strip() for cell in line.split("|")[1:3]) for line in diff.splitlines()[2:] if line.startswith("|")}
-    assert {("models/evaluate_cls/metrics.json", "auc"), ("models/evaluate_seg/metrics.json", "hd95_mm"),
-            ("models/evaluate_llm/finetuned/bbox/metrics.json", "dice"), ("data/split_summary.json", "n"),
-            ("models/llm_consistency/metrics.json", "parse_rate")} <= rows
+    assert {("models/evaluate_cls/metrics.json", "auc_3d"), ("models/evaluate_seg/metrics.json", "hd95_wt_3d_mm"),
+            ("models/evaluate_llm/finetuned/bbox/metrics.json", "box_dice_2d"), ("data/split_summary.json", "n"),
+            ("models/llm_consistency/metrics.json", "parse_rate_repeats")} <= rows
     assert not [metric for _, metric in rows if "." in metric or "_ci_" in metric], "headline rows only"
     report = (repo / "models" / "report" / "report.md").read_text()
     assert "PLUMBING RUN, NOT SCIENCE" in report and "## Table 10:" in report
@@ -183,8 +209,9 @@ def test_repro_is_incremental(tmp_path):
     params["train_cls"]["lr"] = 0.01
     (repo / "params.yaml").write_text(yaml.safe_dump(params))
     third = dvc(repo, "repro")
-    assert "Running stage 'train_cls'" in third and "Running stage 'evaluate_cls'" in third
-    assert not any(f"Running stage '{s}'" in third for s in ("demo", "prepare", "split", "train_seg", "evaluate_seg"))
+    assert "Running stage 'train_cnn@cls'" in third and "Running stage 'evaluate_cnn@cls'" in third
+    untouched = ("demo", "prepare", "split", "train_cnn@seg", "evaluate_cnn@seg")
+    assert not any(f"Running stage '{s}'" in third for s in untouched)
     assert "train_cls.lr" in dvc(repo, "params", "diff")
     plots = dvc(repo, "plots", "diff", "HEAD", "--json")
     assert "models/evaluate_cls/plots/images/roc.png" in plots
@@ -193,7 +220,7 @@ def test_repro_is_incremental(tmp_path):
     (repo / "params.yaml").write_text(yaml.safe_dump(params))
     fourth = dvc(repo, "repro")
     assert "Running stage 'publish'" in fourth and "Running stage 'llm_finetune@cls'" in fourth
-    assert not any(f"Running stage '{s}'" in fourth for s in ("train_cls", "train_seg", "evaluate_cls", "evaluate_seg"))
+    assert not any(f"Running stage '{s}'" in fourth for s in (STAGE_OF[section] for section in CNN_STAGES))
 
 
 def _plain(value):

@@ -126,7 +126,7 @@ def require_grades(volumes: VolumeSource | str | os.PathLike) -> None:
     if not grades or ungraded:
         raise InputError(f"{source.path}: {ungraded or 'all'} of {len(grades)} patients have no LGG/HGG grade (this "
                          "release publishes none, and none is invented): the classifier cannot be trained on it; "
-                         "segmentation, geometry and the LLM segmentation tasks can (dvc repro train_seg ...)")
+                         "segmentation, geometry and the LLM segmentation tasks can (dvc repro train_cnn@seg ...)")
     missing = sorted({str(g) for g in grades if g not in GRADES})
     if missing:
         raise InputError(f"{source.path}: grades {missing} are not LGG/HGG; this release cannot train the classifier")
