@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import os
@@ -17,8 +18,8 @@ from pydantic import ConfigDict, TypeAdapter, ValidationError
 from brats_llm.errors import ParamsError
 
 __all__ = [
-    "DEFAULT_PARAMS_FILE", "ParamsError", "at_least", "between", "build", "default_params_file", "load_section",
-    "section_value", "stage_params",
+    "DEFAULT_PARAMS_FILE", "ParamsError", "ParamsFile", "at_least", "between", "build", "default_params_file",
+    "load_section", "read_params", "section_value", "stage_params",
 ]
 
 T = TypeVar("T")
@@ -34,11 +35,11 @@ _NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a s
 _PLURALS = {int: "integers", float: "numbers", bool: "booleans (true/false)", str: "strings"}
 
 
-def load_section(path: str | os.PathLike | None, section: str) -> dict[str, Any]:
-    """Return ``section`` of the YAML file at ``path`` ({} when ``path`` is None).
+def read_params(path: str | os.PathLike | None) -> dict[str, Any]:
+    """The whole YAML document at ``path``, a mapping of sections ({} when ``path`` is None); parsed each call.
 
     Raises:
-        ParamsError: the file cannot be parsed or the section is not a mapping.
+        ParamsError: the file cannot be parsed or is not a mapping.
     """
     if path is None:
         return {}
@@ -49,10 +50,46 @@ def load_section(path: str | os.PathLike | None, section: str) -> dict[str, Any]
         raise ParamsError(f"{path}: cannot read params: {error}") from error
     if not isinstance(document, dict):
         raise ParamsError(f"{path}: expected a mapping of stage sections at the top level")
-    values = document.get(section, {}) or {}
-    if not isinstance(values, dict):
-        raise ParamsError(f"{path}: section '{section}' must be a mapping, got {type(values).__name__}")
-    return values
+    return document
+
+
+class ParamsFile:
+    """One params file, read once: its sections, a stage's params dataclass, single keys (None: the defaults)."""
+
+    def __init__(self, path: str | os.PathLike | None) -> None:
+        self.path = None if path is None else Path(path)
+        self.document = read_params(self.path)
+
+    def section(self, name: str) -> dict[str, Any]:
+        """A copy of section ``name`` ({} when absent); ParamsError when it is not a mapping."""
+        values = self.document.get(name, {}) or {}
+        if not isinstance(values, dict):
+            raise ParamsError(f"{self.path}: section '{name}' must be a mapping, got {type(values).__name__}")
+        return copy.deepcopy(values)
+
+    def stage(self, cls: type[T], section: str, overrides: dict[str, Any]) -> T:
+        """``section`` merged with CLI ``overrides`` (None means "not given"), built into ``cls``."""
+        values = self.section(section)
+        values.update({key: value for key, value in overrides.items() if value is not None})
+        return build(cls, values, source=str(self.path or "defaults"), section=section)
+
+    def value(self, section: str, key: str, hint: Any, default: Any) -> Any:
+        """One key of ``section`` (``default`` when absent), checked like :func:`build` checks it."""
+        value = self.section(section).get(key, default)
+        try:
+            check_type(hint, value, f"{section}.{key}")
+        except ParamsError as error:
+            raise ParamsError(f"{self.path}: {error}") from None
+        return value
+
+
+def load_section(path: str | os.PathLike | None, section: str) -> dict[str, Any]:
+    """Return ``section`` of the YAML file at ``path`` ({} when ``path`` is None).
+
+    Raises:
+        ParamsError: the file cannot be parsed or the section is not a mapping.
+    """
+    return ParamsFile(path).section(section)
 
 
 def describe(hint: Any) -> str:
@@ -140,19 +177,12 @@ def stage_params(
     cls: type[T], section: str, params_file: str | os.PathLike | None, overrides: dict[str, Any]
 ) -> T:
     """Merge ``params_file``'s ``section`` with CLI ``overrides`` (None means "not given")."""
-    values = load_section(params_file, section)
-    values.update({key: value for key, value in overrides.items() if value is not None})
-    return build(cls, values, source=str(params_file or "defaults"), section=section)
+    return ParamsFile(params_file).stage(cls, section, overrides)
 
 
 def section_value(path: str | os.PathLike | None, section: str, key: str, hint: Any, default: Any) -> Any:
     """One key of ``section`` in ``path`` (``default`` when absent), checked like :func:`build` checks it."""
-    value = load_section(path, section).get(key, default)
-    try:
-        check_type(hint, value, f"{section}.{key}")
-    except ParamsError as error:
-        raise ParamsError(f"{path}: {error}") from None
-    return value
+    return ParamsFile(path).value(section, key, hint, default)
 
 
 def default_params_file() -> Path | None:

@@ -201,3 +201,57 @@ def test_keys_read_outside_a_stage_are_type_checked(tmp_path, section, key, valu
     result = CliRunner().invoke(main, ["llm-inspect", "--task", "cls", str(revision), "--params", str(params)])
     assert result.exit_code == 2, result.output
     assert f"{section}.{key} = {value!r} is not valid" in result.output
+
+
+@pytest.mark.parametrize("rank", ["0", "1"])
+def test_only_rank_zero_prints_the_summary(tmp_path, monkeypatch, rank):
+    """Under torchrun every rank runs the command; llm-infer, llm-consistency and train-cnn report once."""
+    import brats_llm.evaluate.consistency as consistency
+    import brats_llm.llm.infer as infer
+    import brats_llm.train.cnn.trainer as trainer
+
+    for name, value in {"WORLD_SIZE": "2", "RANK": rank, "LOCAL_RANK": rank, "LOCAL_WORLD_SIZE": "2"}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.chdir(tmp_path)  # no params.yaml: the embedded defaults
+    monkeypatch.setattr(infer, "infer", lambda *a, **k: {"rows": 7, "status": {"ok": 7}})
+    counts = {"HGG": 3, "LGG": 1, "NG": 0, "unparsable": 1}
+    monkeypatch.setattr(consistency, "consistency", lambda *a, **k: {"general": {"HGG_image": counts}})
+    summary = {"fold": 0, "best_epoch": 2, "best_validation_metric": 0.5, "data_s": 1.0, "compute_s": 3.0}
+    monkeypatch.setattr(trainer, "train_cnn", lambda *a, **k: [summary])
+    (tmp_path / "model").mkdir()
+    (tmp_path / "splits.csv").write_text("patient_id,fold\n")
+    revision = tmp_path / "revision.json"
+    revision.write_text(json.dumps({"revision": "abc", "path": str(tmp_path / "hub")}))
+    runner, model = CliRunner(), ["--model", str(tmp_path / "model")]
+    outputs = [runner.invoke(main, args) for args in (
+        ["llm-infer", "--task", "cls", *model, str(revision), str(tmp_path / "pred")],
+        ["llm-consistency", *model, str(revision), str(tmp_path / "consistency")],
+        ["train-cnn", "--task", "cls", str(revision), str(tmp_path / "splits.csv"), str(tmp_path / "cnn")])]
+    assert [result.exit_code for result in outputs] == [0, 0, 0], [result.output for result in outputs]
+    printed = ["7 rows" in outputs[0].output, "HGG_image: HGG 3 LGG 1 other 1" in outputs[1].output,
+               "fold 0: best epoch 2" in outputs[2].output]
+    assert printed == [rank == "0"] * 3
+
+
+def test_a_command_reads_its_params_file_once(tmp_path, monkeypatch):
+    """llm-finetune reads llm.model twice and its own section: one parse per invocation, none kept across them."""
+    import brats_llm.config as config
+    import brats_llm.train.llm.finetune as finetune
+
+    parses, seen, read = [], {}, config.read_params
+    monkeypatch.setattr(config, "read_params", lambda path: parses.append(path) or read(path))
+    monkeypatch.setattr(finetune, "finetune", lambda task, revision, out, model, params, live_dir=None:
+                        seen.update(model=model, params=params) or {"final_loss": 0.5})
+    params = tmp_path / "params.yaml"
+    params.write_text("llm: {model: lab/model}\nllm_finetune: {backend: hf}\n")
+    revision = tmp_path / "revision.json"
+    revision.write_text("{}")
+    args = ["llm-finetune", "--task", "cls", str(revision), str(tmp_path / "adapter"), "--params", str(params),
+            "--max-steps", "2"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert parses == [params]
+    assert seen["model"] == "lab/model" and seen["params"].max_steps["cls"] == 2
+    params.write_text("llm: {model: lab/other}\n")
+    assert CliRunner().invoke(main, args).exit_code == 0
+    assert parses == [params, params] and seen["model"] == "lab/other"

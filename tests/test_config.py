@@ -3,7 +3,7 @@ from dataclasses import dataclass
 import pytest
 import yaml
 
-from brats_llm.config import ParamsError, load_section, stage_params
+from brats_llm.config import ParamsError, ParamsFile, load_section, stage_params
 
 
 @dataclass(frozen=True)
@@ -19,6 +19,21 @@ def test_section_and_overrides(tmp_path):
     assert stage_params(Example, "example", params, {"beta": "y"}) == Example(alpha=5, beta="y")
     assert stage_params(Example, "example", None, {}) == Example()
     assert load_section(params, "missing") == {}
+
+
+def test_a_params_file_is_parsed_once_and_hands_out_copies(tmp_path):
+    """The CLI keeps one ParamsFile per invocation: later edits to the file or to a returned section change nothing."""
+    params = tmp_path / "params.yaml"
+    params.write_text("example:\n  alpha: 5\n")
+    parsed = ParamsFile(params)
+    parsed.section("example")["alpha"] = 9
+    params.write_text("example:\n  alpha: 7\n")
+    assert parsed.section("example") == {"alpha": 5}
+    assert parsed.stage(Example, "example", {"beta": "y"}) == Example(alpha=5, beta="y")
+    assert parsed.value("example", "beta", str, "z") == "z"
+    assert ParamsFile(params).section("example") == {"alpha": 7}
+    with pytest.raises(ParamsError, match="example.alpha = 5 is not valid: expected a string"):
+        parsed.value("example", "alpha", str, "")
 
 
 def test_unknown_key_fails_loudly(tmp_path):

@@ -83,18 +83,32 @@ def test_the_check_sees_files_listed_instead_of_their_folder(tmp_path):
 
 def test_write_keeps_everything_but_the_deps_byte_for_byte():
     text = DVC_YAML.read_text()
-    scrambled = text.replace("brats_llm/cli.py, ", "").replace("params: [demo]", "params: [demo]  # kept")
-    assert scrambled.count("brats_llm/cli.py") < text.count("brats_llm/cli.py")
+    scrambled = text.replace("brats_llm/cli, ", "").replace("params: [demo]", "params: [demo]  # kept")
+    assert scrambled.count("brats_llm/cli,") < text.count("brats_llm/cli,")
     assert dvc_deps.rewrite(scrambled) == dvc_deps.rewrite(text).replace("params: [demo]", "params: [demo]  # kept")
 
 
 def test_a_command_imports_its_own_modules_only():
-    """cli.py's module-level imports are shared; the imports inside another command's function are not."""
+    """The cli package's module-level imports are shared; the imports inside another command's function are not."""
     deps = dvc_deps.code_deps(ROOT, "demo")
-    assert "brats_llm/ingest/demo.py" in deps and "brats_llm/cli.py" in deps
+    assert "brats_llm/ingest/demo.py" in deps and "brats_llm/cli" in deps
     assert not any(d.startswith("brats_llm/train") for d in deps)
     with pytest.raises(KeyError, match="no command 'no-such-command'"):
         dvc_deps.command_entry(ROOT, "no-such-command")
+
+
+@pytest.mark.parametrize("command, module, own", [
+    ("demo", "data", "brats_llm.ingest.demo"), ("train-cnn", "cnn", "brats_llm.train.cnn.trainer"),
+    ("tiny-model", "models", "brats_llm.llm.tiny"), ("llm-inspect", "llm", "brats_llm.train.llm.inspect"),
+    ("report", "report", "brats_llm.report.build"),
+])
+def test_commands_are_found_in_every_module_of_the_cli_package(command, module, own):
+    """Each phase module's commands are found; the whole package is shared, its command bodies are not."""
+    assert (ROOT / "brats_llm" / "cli" / f"{module}.py").is_file()
+    assert dvc_deps.command_entry(ROOT, command) >= {"brats_llm.cli", own}
+    shared = dvc_deps.closure(ROOT, {"brats_llm.cli"})
+    assert {Path(f"brats_llm/cli/{name}.py") for name in ("__init__", "options", module)} <= shared
+    assert dvc_deps.module_file(ROOT, own).relative_to(ROOT) not in shared
 
 
 def test_a_block_style_deps_list_is_refused():

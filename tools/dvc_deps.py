@@ -2,10 +2,10 @@
 """Write or check the code deps of every dvc.yaml stage: the import closure of its ``brats-llm`` command.
 
 A stage's code deps are the files of the modules its command imports, followed through ``brats_llm``
-(module level and inside functions; cli.py counts with its module-level imports plus those inside the
-command's own function), with the packages that hold them. A folder is listed instead of its files when
-every ``.py`` file under it is in the closure (its package data, e.g. report/paper_numbers.yaml, come
-along). So a stage reruns when code it runs changes, and only then.
+(module level and inside functions; the brats_llm/cli package counts with the module-level imports of its
+modules, shared by every command, plus those inside the command's own function), with the packages that hold
+them. A folder is listed instead of its files when every ``.py`` file under it is in the closure (its package
+data, e.g. report/paper_numbers.yaml, come along). So a stage reruns when code it runs changes, and only then.
 
 Layout. DVC cannot splice a list into ``deps`` (``${...}`` interpolates scalars only, YAML cannot concatenate
 lists) and one path a line made the code deps 43% of dvc.yaml. So each ``deps`` is one YAML flow list: the
@@ -98,11 +98,16 @@ def closure(root: Path, start: set[str]) -> set[Path]:
 
 @functools.lru_cache(maxsize=None)
 def module_imports(root: Path, name: str, version: tuple[int, int]) -> frozenset[str]:
-    """What running module ``name`` imports (cli.py: its module level only), once per file ``version``."""
+    """What running module ``name`` imports (the cli package: module level only), once per file ``version``."""
     tree = parse(module_file(root, name))
-    if name == f"{PACKAGE}.cli":  # each command's own imports come from command_entry
+    if is_cli(name):  # each command's own imports come from command_entry
         tree = module_level(tree)
     return frozenset(imported_modules(root, tree))
+
+
+def is_cli(name: str) -> bool:
+    """Whether module ``name`` is part of the command line package ``brats_llm.cli``."""
+    return name == f"{PACKAGE}.cli" or name.startswith(f"{PACKAGE}.cli.")
 
 
 def is_command(node: ast.AST, command: str) -> bool:
@@ -118,12 +123,13 @@ def is_command(node: ast.AST, command: str) -> bool:
 
 
 def command_entry(root: Path, command: str) -> set[str]:
-    """Modules a ``brats-llm`` command imports: cli.py's own imports plus those in its function."""
-    tree = parse(root / PACKAGE / "cli.py")
-    for node in tree.body:
-        if is_command(node, command):
-            return {f"{PACKAGE}.cli"} | imported_modules(root, node)
-    raise KeyError(f"no command {command!r} in {PACKAGE}/cli.py")
+    """Modules a ``brats-llm`` command imports: the cli package (its modules' module-level imports) plus those in
+    the command's own function, found in whichever module of the package defines it."""
+    for path in sorted((root / PACKAGE / "cli").glob("*.py")):
+        for node in parse(path).body:
+            if is_command(node, command):
+                return {f"{PACKAGE}.cli"} | imported_modules(root, node)
+    raise KeyError(f"no command {command!r} in {PACKAGE}/cli/")
 
 
 def collapse(root: Path, files: set[Path]) -> list[str]:
