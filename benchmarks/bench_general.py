@@ -31,6 +31,7 @@ def main() -> None:
     parser.add_argument("--heads", type=int, default=2)
     parser.add_argument("--rope-theta", type=float, default=100.0)
     parser.add_argument("--check", type=int, default=32, help="held-out chats per task")
+    parser.add_argument("--brain", type=int, default=32, help="demo test chats per task (data/conversations; 0 = none)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
 
@@ -72,8 +73,33 @@ def main() -> None:
                                   "answers": answers[:3], "targets": [row["target"] for row in chosen[:3]]}
         print(task, json.dumps(figures["tasks"][task]), flush=True)
     print(json.dumps({task: v["parse_rate"] for task, v in figures["tasks"].items()}), "train_s", figures["train_s"])
+    if args.brain:
+        figures["brain"] = brain_parse_rates(model, processor, args.brain)
+        print("brain", json.dumps({task: v["parse_rate"] for task, v in figures["brain"].items()}))
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2) + "\n")
+
+
+def brain_parse_rates(model, processor, rows: int) -> dict:
+    """Zero-shot answers to the first ``rows`` demo test chats per task (needs data/conversations from dvc repro)."""
+    from datasets import load_from_disk
+
+    from brats_llm.conversations.parse import parse_answer
+    from brats_llm.conversations.prompts import TASKS
+    from brats_llm.llm.infer import generate, prompt_texts
+
+    found = {}
+    for task in TASKS:
+        chosen = load_from_disk(f"data/conversations/{task}")["test"].shuffle(seed=0).select(range(rows))
+        answers = generate(model, processor, [row["images"][0] for row in chosen],
+                           prompt_texts(processor, [row["messages"] for row in chosen]),
+                           max_new_tokens=220 if task == "polygon" else 72)
+        size = chosen[0]["images"][0].size[::-1]
+        parsed = [parse_answer(task, text, size) for text in answers]
+        found[task] = {"parse_rate": sum(p.status == "ok" for p in parsed) / len(parsed),
+                       "failures": dict(collections.Counter(p.detail for p in parsed if p.status != "ok")),
+                       "answers": answers[:3]}
+    return found
 
 
 if __name__ == "__main__":

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from brats_llm.conversations.parse import parse_answer
-from brats_llm.conversations.prompts import TASKS
+from brats_llm.conversations.prompts import TASKS, frame_text, prompt
 from brats_llm.geometry.shapes import rasterize_box
-from brats_llm.train.general.shapes import picture, shape_chat, shape_chats
+from brats_llm.train.general.shapes import FORBIDDEN, picture, shape_chat, shape_chats, vocabulary
 
 
 def _png(row):
@@ -64,3 +64,24 @@ def test_same_seed_same_bytes_other_seed_other_pictures():
 def test_unknown_task_is_refused():
     with pytest.raises(ValueError, match="unknown task"):
         shape_chat("segment", np.random.default_rng(0), 64)
+
+
+def test_half_the_chats_name_things_with_random_words_none_of_them_medical():
+    texts = [shape_chat("cls", np.random.default_rng([5, i]), 64)["messages"][0]["content"][1]["text"] for i in range(40)]
+    generic = sum("Left Half (LGG-0)" in t for t in texts)
+    assert 8 <= generic <= 32, generic  # both namings are taught
+    assert len({t.split(" (LGG-0)")[0] for t in texts}) > 20  # the option names vary
+    assert not any(word in w for w in vocabulary() for word in FORBIDDEN)
+    assert len(vocabulary()) > 10000 and list(vocabulary()) == sorted(vocabulary())
+
+
+def test_shape_prompts_follow_the_glioma_tasks_template_word_for_word():
+    """Only the picture, the object and the class names differ from the brain prompt: the same template fills both."""
+    for task in TASKS:
+        brain = prompt(task, "axial", 64, 64)
+        rows = [shape_chat(task, np.random.default_rng([9, i]), 64) for i in range(6)]
+        for row in rows:
+            text = row["messages"][0]["content"][1]["text"]
+            assert text.split(". Reply with")[1] == brain.split(". Reply with")[1]  # the format sentence
+            assert text.endswith(brain[-60:])
+            assert (frame_text(64, 64) in text) == (task != "cls")

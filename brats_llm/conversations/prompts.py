@@ -29,7 +29,8 @@ def _image(plane: str, height: int, width: int, modality: str) -> str:
     return f"The image is one {plane} {name} MRI slice of a brain, {width} x {height} pixels (width x height)."
 
 
-def _frame(height: int, width: int) -> str:
+def frame_text(height: int, width: int) -> str:
+    """The coordinate-frame sentence of a ``width`` x ``height`` image."""
     return (f"Coordinates are pixels: x is the column (0 at the left edge, {width - 1} at the right), "
             f"y is the row (0 at the top, {height - 1} at the bottom).")
 
@@ -37,22 +38,33 @@ def _frame(height: int, width: int) -> str:
 def prompt(task: str, plane: str, height: int, width: int, modality: str = "flair") -> str:
     """The instruction of ``task`` for one ``modality`` slice of ``plane`` shown at ``width`` x ``height`` pixels
     (no default size: the caller passes the size of the image it shows)."""
-    image, frame = _image(plane, height, width, modality), _frame(height, width)
+    return instruction(task, _image(plane, height, width, modality), frame_text(height, width), "glioma", "gliomas",
+                       tuple(CLASS_NAMES[c] for c in sorted(CLASS_NAMES)))
+
+
+def instruction(task: str, image: str, frame: str, thing: str, things: str, names: tuple[str, str, str]) -> str:
+    """The instruction template of ``task``: the ``image`` and coordinate ``frame`` sentences, the object named
+    ``thing`` (plural ``things``) and the three class ``names`` of the answer codes LGG-0, HGG-1, NG-2.
+
+    The glioma tasks fill it with their own words (:func:`prompt`); the general model's shape chats fill the
+    same template with other words, so it learns the template and the formats, not the nouns.
+    """
     if task == "cls":
-        return (f"{image} Classify the glioma on it as Low Grade Glioma (LGG-0), High Grade Glioma (HGG-1) or "
-                f"No Glioma (NG-2), and give a concise reason of exactly 10 keywords about its visual characteristics. "
+        options = ", ".join(f"{names[c]} ({CLASS_ANSWERS[c]})" for c in (0, 1))
+        return (f"{image} Classify the {thing} on it as {options} or {names[2]} ({CLASS_ANSWERS[2]}), and give a concise "
+                f"reason of exactly 10 keywords about its visual characteristics. "
                 f'{_ONLY} Format: {{"label": "LGG-0" | "HGG-1" | "NG-2", "reason": "keyword1, keyword2, ..., keyword10"}}')
     if task == "center":
-        return (f"{image} {frame} Give the centre point of the bounding box of the glioma. "
+        return (f"{image} {frame} Give the centre point of the bounding box of the {thing}. "
                 f'{_ONLY} Format: {{"center": [x, y]}}')
     if task == "bbox":
-        return (f"{image} {frame} Give the bounding box of the glioma as its four corners: top-left, top-right, "
+        return (f"{image} {frame} Give the bounding box of the {thing} as its four corners: top-left, top-right, "
                 f"bottom-right, bottom-left. "
                 f'{_ONLY} Format: {{"bbox": [[x_min, y_min], [x_max, y_min], [x_max, y_max], [x_min, y_max]]}}')
     if task == "polygon":
         # After LLaFS (Zhu et al., CVPR 2024): the boundary as an ordered list of vertices.
-        return (f"{image} {frame} Trace the boundary of the glioma as a polygon of 10 to 15 vertices, clockwise as "
-                f"seen on the image, starting at the top-most vertex; use more vertices for large or irregular gliomas. "
+        return (f"{image} {frame} Trace the boundary of the {thing} as a polygon of 10 to 15 vertices, clockwise as "
+                f"seen on the image, starting at the top-most vertex; use more vertices for large or irregular {things}. "
                 f'{_ONLY} Format: {{"polygon": [[x1, y1], [x2, y2], ...]}}')
     raise ValueError(f"unknown task {task!r}; tasks are {TASKS}")
 

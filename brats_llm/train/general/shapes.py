@@ -5,16 +5,21 @@ the instruction and answers in the JSON format of each task, and it can point at
 never seen a brain or a glioma. The classification chats reuse the answer codes ``LGG-0`` / ``HGG-1`` /
 ``NG-2`` as arbitrary option names of a position question (left half / right half / no shape), so the
 general model answers in the classification format with a label that carries no tumour knowledge.
+The instructions are the glioma tasks' templates (:func:`brats_llm.conversations.prompts.instruction`) with the
+picture, object and class names generic or random vocabulary words, so the template is learnt, not the nouns.
 """
 
 from __future__ import annotations
+
+import functools
+import re
 
 import cv2
 import numpy as np
 from PIL import Image as PILImage
 from scipy import ndimage
 
-from brats_llm.conversations.prompts import CLASS_ANSWERS, TASKS, answer_text
+from brats_llm.conversations.prompts import TASKS, answer_text, frame_text, instruction
 from brats_llm.geometry.shapes import slice_geometry
 
 #: Shape kinds drawn; the classification label does not depend on them.
@@ -22,9 +27,8 @@ KINDS = ("ellipse", "rectangle", "triangle", "blob")
 #: How the pictures and the object are named in the instructions (varied so the format, not the noun, is learnt).
 SCENES = ("a synthetic grayscale picture", "a grayscale image", "one greyscale picture", "a generated image")
 OBJECTS = ("bright shape", "bright object", "bright region", "brightest blob", "marked object")
-#: The classification question: the answer codes of the glioma task, used as option names of a position question.
-POSITION_OPTIONS = {0: "Left Half", 1: "Right Half", 2: "No Shape"}
-_ONLY = "Reply with exactly one JSON object and nothing else."
+#: The classification question: the answer codes of the glioma task, named as the positions they stand for.
+POSITION_NAMES = ("Left Half", "Right Half", "No Shape")
 
 
 def _scene(rng: np.random.Generator, size: int) -> np.ndarray:
@@ -92,25 +96,41 @@ def _keywords(mask: np.ndarray, kind: str) -> list[str]:
     return ["bright", kind, size, side, height, margin, count, "high-contrast", "textured-background", "solid"]
 
 
-def _prompt(task: str, scene: str, thing: str, size: int) -> str:
+#: Share of chats whose picture, object and class options are named with random vocabulary words.
+RANDOM_NAMES = 0.5
+#: Words never drawn as random names: the general model is told nothing of brains or tumours.
+FORBIDDEN = ("brain", "glioma", "mri", "tumour", "tumor", "lesion", "cancer", "grade", "flair", "mass")
+
+
+@functools.lru_cache(maxsize=1)
+def vocabulary() -> tuple[str, ...]:
+    """Lower-case words of 4-10 letters that the real tokenizer holds as one token (sorted, so draws are stable)."""
+    from brats_llm.llm.tiny import build_tokenizer
+
+    words = (token[1:] for token in build_tokenizer().get_vocab() if token.startswith("\u0120"))
+    return tuple(sorted(w for w in words if re.fullmatch("[a-z]{4,10}", w) and not any(f in w for f in FORBIDDEN)))
+
+
+def _names(rng: np.random.Generator) -> tuple[str, str, str, tuple[str, str, str]]:
+    """(picture, object, objects, class option names) of one chat: generic words, or random vocabulary words in
+    ``RANDOM_NAMES`` of the chats, so the model learns the instruction template and formats, not the nouns."""
+    if rng.random() >= RANDOM_NAMES:
+        thing = OBJECTS[int(rng.integers(len(OBJECTS)))]
+        return SCENES[int(rng.integers(len(SCENES)))], thing, thing + "s", POSITION_NAMES
+    pool = vocabulary()
+
+    def words(low: int, high: int) -> str:
+        return " ".join(pool[i] for i in rng.integers(len(pool), size=int(rng.integers(low, high + 1))))
+
+    thing = words(1, 1)
+    names = tuple(words(1, 3).title() for _ in range(3))
+    return f"one {words(2, 5)} of a {words(1, 1)}", thing, thing + "s", names
+
+
+def _prompt(task: str, rng: np.random.Generator, size: int) -> str:
+    scene, thing, things, names = _names(rng)
     image = f"The image is {scene}, {size} x {size} pixels (width x height)."
-    frame = (f"Coordinates are pixels: x is the column (0 at the left edge, {size - 1} at the right), "
-             f"y is the row (0 at the top, {size - 1} at the bottom).")
-    if task == "cls":
-        options = ", ".join(f"{POSITION_OPTIONS[c]} ({CLASS_ANSWERS[c]})" for c in (0, 1))
-        return (f"{image} Classify the {thing} on it by its position as {options} or {POSITION_OPTIONS[2]} "
-                f"({CLASS_ANSWERS[2]}), and give a concise reason of exactly 10 keywords about its visual "
-                f'characteristics. {_ONLY} Format: {{"label": "LGG-0" | "HGG-1" | "NG-2", '
-                f'"reason": "keyword1, keyword2, ..., keyword10"}}')
-    if task == "center":
-        return f'{image} {frame} Give the centre point of the bounding box of the {thing}. {_ONLY} Format: {{"center": [x, y]}}'
-    if task == "bbox":
-        return (f"{image} {frame} Give the bounding box of the {thing} as its four corners: top-left, top-right, "
-                f"bottom-right, bottom-left. {_ONLY} Format: "
-                f'{{"bbox": [[x_min, y_min], [x_max, y_min], [x_max, y_max], [x_min, y_max]]}}')
-    return (f"{image} {frame} Trace the boundary of the {thing} as a polygon of 10 to 15 vertices, clockwise as "
-            f"seen on the image, starting at the top-most vertex; use more vertices for large or irregular shapes. "
-            f'{_ONLY} Format: {{"polygon": [[x1, y1], [x2, y2], ...]}}')
+    return instruction(task, image, frame_text(size, size), thing, things, names)
 
 
 def _answer(task: str, mask: np.ndarray, kind: str) -> str:
@@ -133,7 +153,7 @@ def shape_chat(task: str, rng: np.random.Generator, size: int) -> dict:
     while task != "cls" and mask.sum() < 4:  # a shape clipped to a few pixels: draw again
         image, mask, kind = picture(rng, size, empty=False)
     answer = _answer(task, mask, kind)
-    text = _prompt(task, SCENES[int(rng.integers(len(SCENES)))], OBJECTS[int(rng.integers(len(OBJECTS)))], size)
+    text = _prompt(task, rng, size)
     return {"images": [PILImage.fromarray(image, mode="L")], "task": task, "target": answer,
             "messages": [{"role": "user", "content": [{"type": "image", "text": None}, {"type": "text", "text": text}]},
                          {"role": "assistant", "content": [{"type": "text", "text": answer}]}]}
@@ -152,4 +172,6 @@ def describe(rows_per_task: int, size: int) -> str:
     """One line saying what the general model was trained on (model card, config, report)."""
     return (f"instruction-tuned on {rows_per_task * len(TASKS)} synthetic generic-shape chats ({rows_per_task} per task: "
             f"position label, centre, box, outline of bright shapes on textured {size} x {size} backgrounds); "
-            f"never on brain images; classification codes LGG-0/HGG-1/NG-2 stand for left/right/no shape")
+            f"never on brain images; the glioma tasks' instruction templates with generic or random words for "
+            f"picture, object and class names (no brain or tumour words); classification codes LGG-0/HGG-1/NG-2 "
+            f"stand for left/right/no shape")
