@@ -38,6 +38,7 @@ from PIL import Image
 from brats_llm.conversations.build import conversation, keywords
 from brats_llm.conversations.prompts import TASKS, answer_text
 from brats_llm.determinism import configure
+from brats_llm.llm.families import family_for
 from brats_llm.llm.infer import generate, prompt_texts
 from brats_llm.llm.model import load_model
 from brats_llm.llm.tiny import TinyModelParams, build_tiny_model
@@ -105,7 +106,7 @@ def trl_loss(model, processor, params: FinetuneParams, workdir: str):
 
     trainer = SFTTrainer(model=model, args=sft_config("polygon", params, workdir, cuda=False, optim="adamw_torch",
                                                       has_eval=False),
-                         train_dataset=Dataset.from_list([chat("cls", 0)]), processing_class=processor, data_collator=VisionChatCollator(processor))
+                         train_dataset=Dataset.from_list([chat("cls", 0)]), processing_class=processor, data_collator=VisionChatCollator(processor, family_for(model)))
     return lambda model_, batch: trainer.compute_loss(model_, batch)
 
 
@@ -124,7 +125,7 @@ def bench_steps(model_dir: str, task: str, steps: int, configs: list[str]) -> di
         model, processor = lora_model(model_dir, params)
         workdirs.append(tempfile.TemporaryDirectory())
         loss_fn = trl_loss(model, processor, params, workdirs[-1].name) if trl else answer_loss
-        runs[name] = (model, VisionChatCollator(processor), prepare(model, name.endswith("checkpointing")), loss_fn)
+        runs[name] = (model, VisionChatCollator(processor, family_for(model)), prepare(model, name.endswith("checkpointing")), loss_fn)
     parts: dict[str, dict[str, list[float]]] = {name: {} for name in configs}
     batch = None
     for step in range(steps + 1):  # step 0 warms up (allocations, AdamW state) and is not counted

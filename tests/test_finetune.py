@@ -13,12 +13,13 @@ from safetensors.torch import load_file
 import brats_llm.train.llm.finetune as finetune_module
 import brats_llm.train.llm.trainer as trainer_module
 
+from brats_llm.llm.families.mllama import LANGUAGE_TARGETS, MLLAMA
 from brats_llm.llm.infer import generate, prompt_texts
 from brats_llm.llm.model import ADAPTER_RECORD, load_model
 from brats_llm.publish.pinned import load_published
 from brats_llm.train.llm.collator import IGNORE_INDEX, VisionChatCollator
 from brats_llm.train.llm.finetune import BackendUnavailable, finetune, loss_curves
-from brats_llm.train.llm.lora import LANGUAGE_TARGETS, lora_config, modules_to_save, target_modules
+from brats_llm.train.llm.lora import lora_config, modules_to_save, target_modules
 from brats_llm.train.llm.params import FinetuneParams
 from brats_llm.train.llm.trainer import fit
 
@@ -34,7 +35,7 @@ def small(**overrides) -> FinetuneParams:
 def test_collator_keeps_only_the_answer_in_the_labels(published, tiny_model):
     _, processor = load_model(str(tiny_model))
     rows = list(load_published(published, "conversations-center")["train"].select(range(3)))
-    batch = VisionChatCollator(processor)(rows)
+    batch = VisionChatCollator(processor, MLLAMA)(rows)
     tokenizer = processor.tokenizer
     image_id = tokenizer.convert_tokens_to_ids("<|image|>")
     for i, row in enumerate(rows):
@@ -54,7 +55,7 @@ def test_lora_targets_language_only_unless_asked(tiny_model):
     model, _ = load_model(str(tiny_model))
     names = [n for n, _ in model.named_modules()]
     language = [n for n in names if re.fullmatch(LANGUAGE_TARGETS, n)]
-    both = [n for n in names if re.fullmatch(target_modules(True), n)]
+    both = [n for n in names if re.fullmatch(target_modules(MLLAMA, True), n)]
     assert language and all("language_model" in n for n in language)
     assert any("cross_attn" in n for n in language)  # the image path of the decoder is adapted too
     assert set(language) < set(both) and any("vision_model" in n for n in both)
@@ -63,11 +64,13 @@ def test_lora_targets_language_only_unless_asked(tiny_model):
 def test_modules_to_save_trains_only_the_head_and_the_final_norm(tiny_model):
     from peft import get_peft_model
 
-    assert modules_to_save("auto", smoke_model=True) == ["lm_head", "language_model.norm"]
-    assert modules_to_save("auto", smoke_model=False) is None and modules_to_save((), smoke_model=True) is None
-    assert modules_to_save(("lm_head",), smoke_model=False) == ["lm_head"]
+    assert modules_to_save("auto", MLLAMA, smoke_model=True) == ["lm_head", "language_model.norm"]
+    assert modules_to_save("auto", MLLAMA, smoke_model=False) is None
+    assert modules_to_save((), MLLAMA, smoke_model=True) is None
+    assert modules_to_save(("lm_head",), MLLAMA, smoke_model=False) == ["lm_head"]
     model, _ = load_model(str(tiny_model), for_training=True)
-    model = get_peft_model(model, lora_config(4, 4, 0.0, False, modules_to_save("auto", smoke_model=True)))
+    save = modules_to_save("auto", MLLAMA, smoke_model=True)
+    model = get_peft_model(model, lora_config(4, 4, 0.0, MLLAMA, False, save))
     whole = sorted(n for n, p in model.named_parameters() if p.requires_grad and "lora_" not in n)
     assert whole == ["base_model.model.lm_head.modules_to_save.default.weight",  # no vision or per-layer norm
                      "base_model.model.model.language_model.norm.modules_to_save.default.weight"]
@@ -199,8 +202,8 @@ def test_unsloth_backend_trains_like_hf(published, tiny_model, tmp_path, monkeyp
     n = 3
     rows = [[fitted["train"][i] for i in range(n)] for fitted in (hf, unsloth)]
     assert rows[0] == rows[1]
-    hf_batch = VisionChatCollator(hf["processor"])(rows[0])  # fit's collator, from each backend's processor
-    unsloth_batch = VisionChatCollator(unsloth["processor"])(rows[1])
+    hf_batch = VisionChatCollator(hf["processor"], MLLAMA)(rows[0])  # fit's collator, from each backend's processor
+    unsloth_batch = VisionChatCollator(unsloth["processor"], MLLAMA)(rows[1])
     for name in ("input_ids", "labels", "pixel_values", "aspect_ratio_ids", "aspect_ratio_mask", "cross_attention_mask"):
         assert torch.equal(unsloth_batch[name], hf_batch[name]), name
     labels = hf_batch["labels"]

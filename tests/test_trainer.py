@@ -4,6 +4,7 @@ import pytest
 import torch
 
 import brats_llm.train.llm.trainer as trainer_module
+from brats_llm.llm.families.mllama import MLLAMA
 from brats_llm.llm.model import load_model
 from brats_llm.publish.pinned import load_published
 from brats_llm.train.llm.collator import IGNORE_INDEX, VisionChatCollator
@@ -17,7 +18,7 @@ TASKS = ("cls", "center", "bbox", "polygon")
 def batch_and_model(published, tiny_model):
     model, processor = load_model(str(tiny_model))
     rows = list(load_published(published, "conversations-polygon")["train"].select(range(2)))
-    return VisionChatCollator(processor)(rows), model
+    return VisionChatCollator(processor, MLLAMA)(rows), model
 
 
 @pytest.mark.parametrize("masked_logits", [True, False])

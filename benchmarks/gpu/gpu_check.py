@@ -408,9 +408,10 @@ def time_generate(model, processor, images, prompts, new_tokens: int, device: st
 def time_train(model, processor, rows, steps: int, warmup: int, device: str, optimizer) -> dict:
     import torch
 
+    from brats_llm.llm.families import family_for
     from brats_llm.train.llm.collator import VisionChatCollator
 
-    batch = VisionChatCollator(processor)(rows)
+    batch = VisionChatCollator(processor, family_for(model))(rows)
     batch = {k: (v.to(device) if hasattr(v, "to") else v) for k, v in batch.items()}
     model.train()
     reset_peak()
@@ -479,6 +480,7 @@ def part_real(part: Part, work: Path, dry: bool) -> None:
     from brats_llm.conversations.prompts import PROMPTS
     from brats_llm.llm.infer import prompt_texts
     from brats_llm.llm.tiny import CHAT_TEMPLATE
+    from brats_llm.llm.families.mllama import MLLAMA
     from brats_llm.train.llm.lora import lora_config
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -519,7 +521,7 @@ def part_real(part: Part, work: Path, dry: bool) -> None:
                          prompts[:batch], new_tokens, device, need=10)
 
     def training(prefix: str):
-        lora = lora_config(16, 16, 0.0, False)  # the project's LoRA: r16/α16 on language attention + MLP
+        lora = lora_config(16, 16, 0.0, MLLAMA, False)  # the project's LoRA: r16/α16 on language attention + MLP
         state["model"].config.use_cache = False
         state["model"] = get_peft_model(state["model"], lora)
         trainable = sum(p.numel() for p in state["model"].parameters() if p.requires_grad)

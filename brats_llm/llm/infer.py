@@ -20,7 +20,8 @@ from brats_llm.config import at_least, between
 from brats_llm.conversations.parse import parse_answer
 from brats_llm.conversations.prompts import CLASS_ANSWERS, PROMPT_VERSION, TASKS
 from brats_llm.errors import InputError, OutputError
-from brats_llm.llm.model import adapter_record, check_adapter, is_smoke_model, load_model, model_note, read_revision
+from brats_llm.llm.model import (GENERAL_MODEL_DIR, adapter_record, check_adapter, is_smoke_model, load_model,
+                                  model_note, read_revision)
 from brats_llm.llm.shard import ranks as shard_ranks
 from brats_llm.provenance import content_hash, file_digests, folder_files
 from brats_llm.ranks import Ranks
@@ -58,7 +59,7 @@ class InferParams:
         load_in_4bit: 4-bit NF4 base weights (bitsandbytes, CUDA only; an error elsewhere).
     """
 
-    model: str = "models/tiny-mllama-general"
+    model: str = GENERAL_MODEL_DIR
     batch_size: int = 16
     max_new_tokens: dict[str, int] = field(default_factory=_default_tokens)
     do_sample: bool = False
@@ -94,7 +95,7 @@ def user_messages(messages: list[dict]) -> list[dict]:
 
 
 def prompt_texts(processor, rows_messages: list[list[dict]]) -> list[str]:
-    """Chat-templated prompts (they start with ``<|begin_of_text|>``), ending with the assistant header."""
+    """Chat-templated prompts (they start with the family's start tokens), ending with the assistant header."""
     return [processor.apply_chat_template(user_messages(m), add_generation_prompt=True) for m in rows_messages]
 
 
@@ -103,8 +104,8 @@ def encode(processor, images: list, texts: list[str], *, padding_side: str):
 
     ``images`` holds one PIL image per text, or one list of images per text.
 
-    The chat template already writes ``<|begin_of_text|>``; the Llama 3 tokenizer's post-processor
-    would add a second one, so special tokens are never added here: one BOS, at position 0.
+    Every family's chat template writes its own start tokens (Mllama's ``<|begin_of_text|>``, which its
+    tokenizer's post-processor would add a second time), so special tokens are never added here.
     """
     processor.tokenizer.padding_side = padding_side
     nested = [image if isinstance(image, list) else [image] for image in images]
@@ -117,7 +118,7 @@ def prompt_ids(processor, prompt: str) -> list[int]:
 
 
 def generation_inputs(processor, images: list, prompts: list[str]):
-    """The exact ``generate`` input of one batch: left-padded, one BOS, one ``<|image|>`` per prompt."""
+    """The exact ``generate`` input of one batch: left-padded, as the chat template and processor write it."""
     return encode(processor, images, prompts, padding_side="left")
 
 
@@ -143,8 +144,8 @@ def label_probabilities(model, processor, images: list, prompts: list[str]) -> n
     """P(HGG) per slice from the log-likelihood of the two label continuations after :data:`LABEL_PREFIX`.
 
     Both answers ("...LGG-0", "...HGG-1") are scored in one forward pass (teacher forcing) from the
-    first token where their tokenisations differ (Llama 3's pre-tokenizer may merge the quote with
-    the label), so both are conditioned on the same context. The probability is renormalised over
+    first token where their tokenisations differ (a BPE pre-tokenizer, as Llama 3's, may merge the
+    quote with the label), so both are conditioned on the same context. The probability is renormalised over
     the two labels; "NG-2" and free text do not enter it.
     """
     import torch
@@ -165,7 +166,7 @@ def label_probabilities(model, processor, images: list, prompts: list[str]) -> n
     with torch.inference_mode():
         logits = model(**inputs, logits_to_keep=length - first).logits.float()
     log_probs = torch.log_softmax(logits[:, :-1], dim=-1)
-    ids = inputs["input_ids"][:, first + 1:].clamp(max=logits.shape[-1] - 1)  # <|image|> lies past the vocabulary
+    ids = inputs["input_ids"][:, first + 1:].clamp(max=logits.shape[-1] - 1)  # image tokens may lie past the vocab
     token_lp = log_probs.gather(-1, ids.unsqueeze(-1)).squeeze(-1)
     positions = torch.arange(first + 1, length, device=ids.device).unsqueeze(0)
     start = torch.tensor(starts, device=ids.device).unsqueeze(1)

@@ -8,12 +8,11 @@ from pathlib import Path
 from typing import Any
 
 from brats_llm.errors import BratsLlmError, MissingInputError
+from brats_llm.llm.families import family_for
 from brats_llm.provenance import read_revision  # noqa: F401  (re-exported for the LLM stages)
 
 log = logging.getLogger(__name__)
 
-#: The paper's model; the default for real runs (``llm.model`` in params.yaml).
-PAPER_MODEL = "unsloth/Llama-3.2-11B-Vision-Instruct"
 #: The embedded default: built offline by ``brats-llm tiny-model`` (the ``tiny_model`` stage).
 TINY_MODEL_DIR = "models/tiny-mllama"
 #: The default ``llm.model``: the tiny model instruction-tuned on generic shapes (the ``general_model`` stage).
@@ -114,6 +113,7 @@ def load_model(model_id: str, adapter: str | Path | None = None, *, for_training
     Raises:
         MissingInputError: a local ``model_id`` or ``adapter`` path does not exist.
         BackendUnavailable: ``load_in_4bit`` without CUDA or bitsandbytes.
+        UnknownFamily: the model's ``model_type`` has no family module (:mod:`brats_llm.llm.families`).
     """
     import torch
     from transformers import AutoModelForImageTextToText
@@ -126,6 +126,7 @@ def load_model(model_id: str, adapter: str | Path | None = None, *, for_training
     options: dict[str, Any] = {"quantization_config": quantization} if quantization is not None else {}
     model = AutoModelForImageTextToText.from_pretrained(model_id, dtype=dtype,
                                                         device_map="auto" if where == "cuda" else None, **options)
+    family_for(model)  # every later step asks the family: an unknown one fails here, by name
     if adapter:
         adapter = check_adapter(adapter)
         from peft import PeftModel

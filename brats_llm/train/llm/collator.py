@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from brats_llm.llm.families import Family
+
 #: Label value ignored by the loss.
 IGNORE_INDEX = -100
 
@@ -17,14 +19,17 @@ def clean_messages(messages: list[dict]) -> list[dict]:
 class VisionChatCollator:
     """Turn rows with ``images`` + ``messages`` into model inputs with masked ``labels``.
 
-    Labels are the input ids with padding, every ``<|image|>`` token and the whole prompt (system
-    and user turns up to and including the assistant header) set to -100: the loss covers the
+    Labels are the input ids with padding, every image token of the model's family and the whole prompt
+    (system and user turns up to and including the assistant header) set to -100: the loss covers the
     assistant's answer and its end-of-turn token only.
     """
 
-    def __init__(self, processor: Any, image_token: str = "<|image|>") -> None:
+    def __init__(self, processor: Any, family: Family) -> None:
         self.processor = processor
-        self.image_token_id = processor.tokenizer.convert_tokens_to_ids(image_token)
+        self.family = family
+        self.image_token_id = processor.tokenizer.convert_tokens_to_ids(family.image_token)
+        if self.image_token_id is None or self.image_token_id == processor.tokenizer.unk_token_id:
+            raise ValueError(f"the tokenizer has no {family.image_token} token ({family.model_type} family)")
 
     def prompt_ids(self, messages: list[dict]) -> list[int]:
         """The prompt's tokens as inference builds them (same template call, same tokenisation)."""
@@ -43,6 +48,7 @@ class VisionChatCollator:
         labels[batch["attention_mask"] == 0] = IGNORE_INDEX
         labels[labels == self.image_token_id] = IGNORE_INDEX
         for i, chat in enumerate(chats):
+            self._check_images(batch["input_ids"][i], len(images[i]))
             prompt = self.prompt_ids(chat)
             if batch["input_ids"][i, :len(prompt)].tolist() != prompt:  # the answer must not re-tokenise the prompt
                 raise ValueError("the chat template's training text does not start with the inference prompt's tokens; "
@@ -50,3 +56,10 @@ class VisionChatCollator:
             labels[i, :len(prompt)] = IGNORE_INDEX
         batch["labels"] = labels
         return batch
+
+    def _check_images(self, ids, count: int) -> None:
+        """One image token per image, or at least one when the family's processor expands each image."""
+        found = int((ids == self.image_token_id).sum())
+        if found < count or (found != count and not self.family.expands_image):
+            raise ValueError(f"{found} {self.family.image_token} tokens for {count} images: the chat template did not "
+                             f"place every image ({self.family.model_type} family)")

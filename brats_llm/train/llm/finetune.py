@@ -13,6 +13,7 @@ from brats_llm import atomic
 from brats_llm.conversations.prompts import PROMPT_VERSION, TASKS
 from brats_llm.determinism import configure
 from brats_llm.errors import InputError
+from brats_llm.llm.families import Family, family_for
 from brats_llm.llm.model import ADAPTER_RECORD, BackendUnavailable, device, is_smoke_model
 from brats_llm.provenance import read_revision
 from brats_llm.train.llm.params import FinetuneParams
@@ -22,29 +23,30 @@ __all__ = ["BackendUnavailable", "collator_for", "finetune", "lora_model", "loss
 log = logging.getLogger(__name__)
 
 
-def collator_for(backend: str, processor: Any):
+def collator_for(backend: str, processor: Any, family: Family):
     """The training collator of ``backend``: :class:`VisionChatCollator` for both ``hf`` and ``unsloth``.
 
-    One collator, one loss mask: the answer and its ``<|eot_id|>`` only (prompt, padding and
-    ``<|image|>`` are -100). Unsloth's own ``UnslothVisionDataCollator`` on ``messages`` rows would
+    One collator, one loss mask: the answer and its end-of-turn token only (prompt, padding and the
+    family's image tokens are -100). Unsloth's own ``UnslothVisionDataCollator`` on ``messages`` rows would
     train on the prompt too. ``brats-llm llm-inspect`` shows what it builds.
     """
     from brats_llm.train.llm.collator import VisionChatCollator
 
     if backend not in ("hf", "unsloth"):
         raise InputError(f"unknown backend {backend!r}; backends are hf, unsloth")
-    return VisionChatCollator(processor)
+    return VisionChatCollator(processor, family)
 
 
-def _save_modules(params: FinetuneParams, model_id: str) -> list[str] | None:
+def _save_modules(params: FinetuneParams, model_id: str, family: Family) -> list[str] | None:
     from brats_llm.train.llm.lora import modules_to_save
 
-    return modules_to_save(params.modules_to_save, is_smoke_model(model_id))
+    return modules_to_save(params.modules_to_save, family, smoke_model=is_smoke_model(model_id))
 
 
 def lora_model(model_id: str, params: FinetuneParams):
     """``model_id`` loaded for training and wrapped by PEFT: LoRA on the targets of ``params`` plus its
-    ``modules_to_save`` (``auto``: the smoke model's lm_head and final norm); returns (model, processor)."""
+    ``modules_to_save`` (``auto``: the smoke model's lm_head and final norm), both by the model's family;
+    returns (model, processor)."""
     from peft import get_peft_model
     from transformers import set_seed
 
@@ -56,9 +58,10 @@ def lora_model(model_id: str, params: FinetuneParams):
         from peft import prepare_model_for_kbit_training
 
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=params.gradient_checkpointing)
+    family = family_for(model)
     set_seed(params.seed)  # LoRA's A matrices are drawn here, before the Trainer seeds anything
-    model = get_peft_model(model, lora_config(params.lora_rank, params.lora_alpha, params.lora_dropout,
-                                              params.finetune_vision_layers, _save_modules(params, model_id)))
+    model = get_peft_model(model, lora_config(params.lora_rank, params.lora_alpha, params.lora_dropout, family,
+                                              params.finetune_vision_layers, _save_modules(params, model_id, family)))
     return model, processor
 
 
@@ -100,7 +103,7 @@ def _train_unsloth(task: str, model_id: str, train, validation, params: Finetune
         model, finetune_vision_layers=params.finetune_vision_layers, finetune_language_layers=True,
         finetune_attention_modules=True, finetune_mlp_modules=True, r=params.lora_rank,
         lora_alpha=params.lora_alpha, lora_dropout=params.lora_dropout, bias="none", random_state=params.seed,
-        modules_to_save=_save_modules(params, model_id))
+        modules_to_save=_save_modules(params, model_id, family_for(model)))
     FastVisionModel.for_training(model)
     # TRL-native rows (images + messages) and the hf backend's collator: the same tokens and loss mask
     trainer = fit(model, processor, train, validation, task, params, workdir, cuda=True, optim="adamw_8bit",
@@ -158,7 +161,7 @@ def finetune(task: str, revision_file: str | os.PathLike, out_dir: str | os.Path
               "optimizer": optim, "dataset": {"repo_id": revision.get("repo_id"), "revision": revision["revision"],
                                               "config": f"conversations-{task}", "train_rows": len(train)},
               "prompt_version": PROMPT_VERSION, "params": asdict(params),
-              "modules_to_save": _save_modules(params, model_id) or [],
+              "modules_to_save": _save_modules(params, model_id, family_for(model)) or [],
               "final_loss": {split: points[-1][1] if points else None for split, points in curves.items()}}
     with atomic.atomic_dir(out_dir, kind="adapter") as staging:
         model.save_pretrained(staging)

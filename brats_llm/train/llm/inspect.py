@@ -24,9 +24,10 @@ def inspect_rows(task: str, revision_file: str | os.PathLike, model_id: str, *, 
     ``input_ids`` (generation input, unpadded), ``train_input_ids`` and ``train_labels`` (the
     collator's, unpadded; -100 where there is no loss).
 
-    Only the processor is loaded (tokens do not depend on the weights); an ``adapter`` is checked
-    and recorded, as inference uses the base model's processor with it.
+    Only the processor and the model's family (from ``config.json``) are loaded (tokens do not depend on
+    the weights); an ``adapter`` is checked and recorded, as inference uses the base model's processor with it.
     """
+    from brats_llm.llm.families import family_for
     from brats_llm.llm.infer import _load_rows, generation_inputs, prompt_texts
     from brats_llm.llm.model import check_adapter, load_processor
     from brats_llm.provenance import read_revision
@@ -40,7 +41,7 @@ def inspect_rows(task: str, revision_file: str | os.PathLike, model_id: str, *, 
     if adapter:
         check_adapter(adapter)
     processor = load_processor(model_id)
-    collator = collator_for(backend, processor)
+    collator = collator_for(backend, processor, family_for(model_id))
     dataset = _load_rows(revision_file, task, split, rows)
     for index in range(len(dataset)):
         row = dataset[index]

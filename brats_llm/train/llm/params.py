@@ -25,9 +25,9 @@ class FinetuneParams:
         lora_rank, lora_alpha, lora_dropout: LoRA shape (paper: 16, 16, 0).
         finetune_vision_layers: also adapt the vision tower (Unsloth's ``finetune_vision_layers``).
         modules_to_save: whole modules trained beside LoRA and saved in the adapter (PEFT ``modules_to_save``,
-            module-name suffixes): ``auto`` = :data:`~brats_llm.train.llm.lora.SMOKE_MODULES_TO_SAVE` (the
-            lm_head and the language model's final norm) on the tiny smoke model, none on a real model;
-            or an explicit list; ``[]`` = none.
+            module-name suffixes): ``auto`` = the model family's ``smoke_modules_to_save`` (the lm_head and
+            the language model's final norm) on the tiny smoke model, none on a real model; or an explicit
+            list; ``[]`` = none.
         gradient_checkpointing: recompute activations (memory for time; it costs time and saves nothing
             worth having on the tiny model).
         gradient_accumulation: micro-batches per optimizer step (paper: 4).

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from brats_llm.llm.families import family_for
 from brats_llm.train.llm.collator import IGNORE_INDEX, VisionChatCollator
 from brats_llm.train.llm.params import FinetuneParams
 
@@ -107,7 +108,7 @@ def fit(model, processor, train, validation, task: str, params: FinetuneParams, 
         model: the model to train; every parameter with ``requires_grad`` is trained (LoRA + saved
             modules of a PEFT model, or all weights of a plain one).
         processor: its processor; :class:`VisionChatCollator` tokenises with it (loss on the answer
-            and its ``<|eot_id|>`` only).
+            and its end-of-turn token only; image tokens by the model's family).
         train, validation: ``datasets.Dataset`` with ``images`` + ``messages`` columns (validation may
             be None: no evaluation).
         task: which per-task values of ``params`` apply (batch size, lr, max steps, epochs).
@@ -126,7 +127,7 @@ def fit(model, processor, train, validation, task: str, params: FinetuneParams, 
                                                            has_eval=validation is not None,
                                                            checkpointing=checkpointing),
                               train_dataset=train, eval_dataset=validation, processing_class=processor,
-                              data_collator=VisionChatCollator(processor))
+                              data_collator=VisionChatCollator(processor, family_for(model)))
     trainer.model_loss = model_loss
     trainer.train()
     return trainer
