@@ -14,8 +14,8 @@ class Family:
     Common to every family, so no field: the chat template writes every special token, start tokens
     included (``infer.encode`` never adds any: Mllama's tokenizer would prepend a second BOS; Qwen2.5-VL
     has no BOS at all), and models load with ``AutoModelForImageTextToText`` / ``AutoProcessor``.
-    Not here until code reads them: vLLM support (none for Mllama, which vLLM dropped after v0.11) and
-    Unsloth loader arguments (every family loads with the same ``FastVisionModel`` call today).
+    Not here until code reads them: Unsloth loader arguments (every family loads with the same
+    ``FastVisionModel`` call today).
 
     Attributes:
         model_type: ``config.json``'s ``model_type``, the registry key (``mllama``; Qwen2.5-VL: ``qwen2_5_vl``).
@@ -30,6 +30,8 @@ class Family:
             model (PEFT name suffixes: its lm_head and final norm), besides LoRA.
         build_tokenizer: the tiny model's tokenizer (the real model's vocabulary and special ids), offline.
         build_tiny: ``build_tiny(out_dir, params)`` saves the tiny random model + processor; returns the folder.
+        vllm: vLLM serves this architecture (``llm.backend: vllm``); False for Mllama, which vLLM dropped
+            after v0.11.
     """
 
     model_type: str
@@ -40,6 +42,7 @@ class Family:
     smoke_modules_to_save: tuple[str, ...]
     build_tokenizer: Callable[[], Any]
     build_tiny: Callable[..., Any]
+    vllm: bool = False
 
     def __post_init__(self) -> None:
         if not (self.model_type and self.image_token and self.language_targets and self.vision_targets):
