@@ -167,7 +167,8 @@ def test_oracle_settings_summary_and_differences(models, tmp_path):
         assert "oracle (truth answered perfectly)" in section(text, number) and "| 0.777 |" in section(text, number)
     assert "46.0% of the 321 scored test slices" in section(text, 7)
     assert "## Table 1: 3D CNN classifier (paper: lr 4e-7, 200 epochs, batch 16; ours: lr 0.001, 5 epochs" in text
-    assert "## Table 8: Fine-tuned LLM bounding box (paper: LoRA 200 steps, batch 16; ours: LoRA r16, 7 steps" in text
+    assert ("## Table 8: Fine-tuned LLM bounding box (paper: LoRA 200 steps, batch 16; ours: `models/tiny-mllama` + "
+            "LoRA r16, 7 steps") in text
     assert "(lr 4e-7, 200 epochs)" not in text.split("## Table 1:")[1].split("\n")[0].split("(paper:")[0]
     assert text.index("## Summary") < text.index("<details><summary>Provenance") < text.index("## Table 1:")
     assert "CNN seg: fold 0, best epoch 3, trained on published volumes `5c34e51f` of lab/brats;" in text
@@ -207,3 +208,23 @@ def test_model_lines_say_what_each_model_is():
     assert lines[0] == "General LLM: `models/g`, a tiny Mllama with random initial weights, instruction-tuned on shapes."
     assert "LoRA adapter per task (r16 plus whole lm_head)" in lines[1]
     assert model_lines({"zeroshot/cls": {"model": "m", "smoke_model": False}}) == ["General LLM: `m`, the model as published."]
+
+
+def test_settings_name_decoding_and_backend(models, tmp_path):
+    """Constrained decoding and the vLLM backend show in the table headers; the paper's free HF decoding adds nothing."""
+    build_report(models, tmp_path / "free", ReportParams(), card=models / "card.md")
+    free = (tmp_path / "free" / "report.md").read_text()
+    assert "constrained decoding" not in free and "vllm inference" not in free
+    provenance = models / "evaluate_llm" / "zeroshot" / "bbox" / "provenance.json"
+    record = json.loads(provenance.read_text())
+    changed = json.loads(json.dumps(record))
+    changed["inference"]["params"].update(decoding="json", backend="vllm")
+    try:
+        write(provenance, changed)
+        build_report(models, tmp_path / "json", ReportParams(), card=models / "card.md")
+        text = (tmp_path / "json" / "report.md").read_text()
+    finally:
+        write(provenance, record)
+    header = section(text, 7).splitlines()[0]
+    assert "greedy, json-constrained decoding, vllm inference" in header
+    assert "constrained decoding" not in section(text, 9).splitlines()[0]

@@ -111,8 +111,21 @@ def _adapter_setting(records: dict[str, Any], task: str) -> str | None:
         return None
     epochs = (params.get("epochs") or {}).get(task)  # full passes replace max_steps (Table 3's full-epoch run)
     length = f"{epochs:g} epoch(s)" if epochs else f"{params['max_steps'][task]} steps"
-    return (f"LoRA r{params.get('lora_rank')}, {length}, batch {params['batch_size'][task]}, "
-            f"lr {params['lr'][task]:g}, {adapter.get('backend', params.get('backend', '?'))} backend")
+    run = record.get("inference") or {}
+    base = f"`{run['model']}` + " if run.get("model") else ""
+    return (f"{base}LoRA r{params.get('lora_rank')}, {length}, batch {params['batch_size'][task]}, "
+            f"lr {params['lr'][task]:g}, {adapter.get('backend', params.get('backend', '?'))} backend"
+            f"{_decoding(run.get('params') or {})}")
+
+
+def _decoding(params: dict[str, Any]) -> str:
+    """How answers were decoded: greedy or sampled, free (the paper) or constrained to the task's JSON schema."""
+    text = ", greedy" if not params.get("do_sample") else f", sampled (T {params.get('temperature')})"
+    if params.get("decoding", "free") != "free":
+        text += f", {params['decoding']}-constrained decoding"
+    if params.get("backend", "hf") != "hf":
+        text += f", {params['backend']} inference"
+    return text
 
 
 def _general_setting(records: dict[str, Any], task: str) -> str | None:
@@ -122,7 +135,7 @@ def _general_setting(records: dict[str, Any], task: str) -> str | None:
         return None
     params = run.get("params") or {}
     text = f"`{run['model']}`" + (" (smoke model)" if run.get("smoke_model") else "") + ", zero-shot"
-    text += ", greedy" if not params.get("do_sample") else f", sampled (T {params.get('temperature')})"
+    text += _decoding(params)
     if params.get("max_rows"):
         text += f", {params['max_rows']} rows sampled across patients"
     return text
