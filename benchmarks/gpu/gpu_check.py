@@ -16,6 +16,10 @@ traceback and the run goes on to the next part):
            (no download): generation slices/s at batch 1, 8, 32 with a fixed answer length, LoRA training
            samples/s at the paper's batch sizes (16; 4 for polygon) with gradient checkpointing, peak memory
            per measurement; then the same with 4-bit (bitsandbytes NF4) weights.
+  vllm     ``llm.backend`` vllm vs hf on a tiny Qwen2.5-VL (``brats_llm.llm.families.qwen_vl``): rows/s of the
+           cohort's cls test rows through each backend's batch function, and how far their answers and P(HGG)
+           agree. Skipped, with the reason, when vllm or that family module is not importable (vLLM's wheel
+           does not fit the 64 MiB carry; it runs where the image has vLLM).
 
 Usage (GPU machine, see benchmarks/gpu/README.md): ``bash benchmarks/gpu/run.sh``
 Dry run here (CPU, tiny sizes, hf backend only): ``PYTHONPATH=. .venv/bin/python benchmarks/gpu/gpu_check.py --dry-run``
@@ -52,10 +56,10 @@ if str(REPO) not in sys.path:  # run with PYTHONPATH=. or from anywhere
     sys.path.insert(0, str(REPO))
 
 #: Seconds per part on the GPU; the whole run stays under TOTAL_BUDGET (< 8 minutes with pip install).
-BUDGETS = {"cohort": 45, "cnn": 50, "hf": 60, "unsloth": 110, "real": 190}
-DRY_BUDGETS = {"cohort": 120, "cnn": 60, "hf": 240, "unsloth": 60, "real": 180}
+BUDGETS = {"cohort": 45, "cnn": 50, "hf": 60, "unsloth": 110, "real": 190, "vllm": 150}
+DRY_BUDGETS = {"cohort": 120, "cnn": 60, "hf": 240, "unsloth": 60, "real": 180, "vllm": 60}
 TOTAL_BUDGET = 450
-ORDER = ("cohort", "cnn", "hf", "unsloth", "real")
+ORDER = ("cohort", "cnn", "hf", "unsloth", "real", "vllm")  # vllm last: with the others, run --parts cohort,vllm
 GiB = 2 ** 30
 
 # --------------------------------------------------------------------------------------------------
@@ -557,6 +561,70 @@ def part_real(part: Part, work: Path, dry: bool) -> None:
     part.save()
 
 
+# ------------------------------------------------------------------------------------------ vLLM vs HF
+def part_vllm(part: Part, work: Path, dry: bool) -> None:
+    """Rows/s of ``llm.backend`` hf (batch 16) and vllm (batch 16 and all rows in one call) on a tiny Qwen2.5-VL,
+    each after one warm-up batch, with the share of equal greedy answers and the largest P(HGG) difference."""
+    from brats_llm.llm import vllm_backend
+    from brats_llm.llm.families import family_for
+    from brats_llm.llm.families.qwen_vl import build_tiny_model
+    from brats_llm.llm.infer import InferParams, _answer_batch, _load_rows
+    from brats_llm.llm.model import load_model
+    from brats_llm.llm.tiny import TinyModelParams
+
+    revision = work / "cohort" / "revision.json"
+    if not revision.is_file():
+        raise FileNotFoundError("the cohort part did not finish (no revision.json)")
+    model_dir = str(work / "tiny-qwen-vl")
+    part.measure("build_tiny_qwen", lambda: {"folder": str(build_tiny_model(model_dir, TinyModelParams()))})
+    vllm_backend.check_vllm(family_for(model_dir), model_dir)
+    rows = _load_rows(revision, "cls", "test", 0)
+    meta = rows.remove_columns(["images", "messages"])
+    records = {}
+
+    def run(name: str, load, answer, batch_size: int) -> dict:
+        start = now()
+        model, processor = load()
+        load_s = round(now() - start, 3)
+        params = InferParams(model=model_dir, batch_size=batch_size, backend=name.split("_")[0])
+        answer("cls", model, processor, rows, meta, 0, params)  # warm-up
+        cuda_sync()
+        start = now()
+        records[name] = [r for first in range(0, len(rows), batch_size)
+                         for r in answer("cls", model, processor, rows, meta, first, params)]
+        cuda_sync()
+        seconds = now() - start
+        return {"load_s": load_s, "rows": len(rows), "batch_size": batch_size, "seconds": round(seconds, 3),
+                "rows_per_s": round(len(rows) / seconds, 2)}
+
+    part.measure("hf_b16", run, "hf_b16", lambda: load_model(model_dir), _answer_batch, 16, need=20)
+    engine = []  # one engine for both vLLM batch sizes (its start-up is the slow part)
+
+    def load_engine():
+        if not engine:
+            engine.append(vllm_backend.load_engine(InferParams(model=model_dir, backend="vllm")))
+        return engine[0]
+
+    part.measure("vllm_b16", run, "vllm_b16", load_engine, vllm_backend.answer_batch_vllm, 16, need=40)
+    part.measure("vllm_all", run, "vllm_all", load_engine, vllm_backend.answer_batch_vllm, len(rows), need=10)
+    if "hf_b16" in records and "vllm_b16" in records:
+        pairs = list(zip(records["hf_b16"], records["vllm_b16"]))
+        same = sum(a["response"] == b["response"] for a, b in pairs)
+        part.data["agreement"] = {"same_response": round(same / len(pairs), 4),
+                                  "max_abs_p_hgg_diff": max(abs(a["p_hgg"] - b["p_hgg"]) for a, b in pairs)}
+        part.save()
+
+
+def vllm_skip_reason(dry: bool) -> str | None:
+    if importlib.util.find_spec("vllm") is None:
+        return "vllm not importable (its wheel does not fit the carry; needs an image with vLLM)"
+    if importlib.util.find_spec("brats_llm.llm.families.qwen_vl") is None:
+        return "no Qwen2.5-VL family module (brats_llm/llm/families/qwen_vl.py) in this tree"
+    if dry:
+        return "dry run: vLLM needs CUDA"
+    return None
+
+
 # ------------------------------------------------------------------------------------------ (d)
 def part_cnn(part: Part, work: Path, dry: bool) -> None:
     import torch
@@ -609,7 +677,7 @@ def part_cnn(part: Part, work: Path, dry: bool) -> None:
             part.measure(f"{task}_b{batch}", run, task, batch, need=5)
 
 
-PARTS = {"cohort": part_cohort, "cnn": part_cnn, "real": part_real,
+PARTS = {"cohort": part_cohort, "cnn": part_cnn, "real": part_real, "vllm": part_vllm,
          "hf": lambda part, work, dry: part_finetune(part, work, dry, "hf"),
          "unsloth": lambda part, work, dry: part_finetune(part, work, dry, "unsloth")}
 
@@ -663,7 +731,7 @@ def main() -> int:
         entry: dict = {}
         result["parts"][name] = entry
         remaining = total - (time.time() - started)
-        reason = unsloth_skip_reason(args.dry_run) if name == "unsloth" else None
+        reason = {"unsloth": unsloth_skip_reason, "vllm": vllm_skip_reason}.get(name, lambda dry: None)(args.dry_run)
         if reason is None and remaining < 15:
             reason = f"total budget spent ({remaining:.0f}s left)"
         if reason:

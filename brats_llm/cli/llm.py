@@ -35,10 +35,13 @@ def llm_model(model: str | None, params_file: Path | None) -> str:
 @click.option("--batch-size", type=click.IntRange(min=1), help="Slices per generate call [params: llm.batch_size].")
 @click.option("--max-rows", type=click.IntRange(min=0),
               help="Only N rows, sampled across patients with llm.seed, in dataset order (0 = all) [params: llm.max_rows].")
+@click.option("--backend", type=click.Choice(["hf", "vllm"]),
+              help="hf = transformers generate (CPU/GPU); vllm = vLLM's engine (CUDA, pip install vllm; families vLLM "
+                   "serves, not Mllama) [params: llm.backend].")
 @params_option
 @friendly_errors
 def llm_infer(task: str, revision_file: Path, out_dir: Path, model: str | None, adapter: Path | None,
-              batch_size: int | None, max_rows: int | None, params_file: Path | None) -> None:
+              batch_size: int | None, max_rows: int | None, backend: str | None, params_file: Path | None) -> None:
     """Answer one task's conversation split with a vision-LLM; write OUT_DIR/predictions.jsonl + run.json.
 
     The dataset is loaded by the revision pinned in REVISION_FILE (data/hub_revision.json). Batched,
@@ -62,7 +65,8 @@ def llm_infer(task: str, revision_file: Path, out_dir: Path, model: str | None, 
     from brats_llm.llm.infer import InferParams, infer
     from brats_llm.ranks import is_main
 
-    params = resolve(InferParams, "llm", params_file, model=model, batch_size=batch_size, max_rows=max_rows)
+    params = resolve(InferParams, "llm", params_file, model=model, batch_size=batch_size, max_rows=max_rows,
+                     backend=backend)
     run = infer(task, revision_file, out_dir, params, adapter=adapter)
     if is_main():  # one summary per run under torchrun
         click.echo(f"{task}: {run['rows']} rows {run['status']} -> {out_dir}", err=True)

@@ -17,9 +17,12 @@ from tqdm.auto import tqdm
 
 from brats_llm import atomic
 from brats_llm.config import at_least, between
-from brats_llm.conversations.parse import parse_answer
 from brats_llm.conversations.prompts import CLASS_ANSWERS, PROMPT_VERSION, TASKS
 from brats_llm.errors import InputError, OutputError
+# prompt_ids, prompt_texts, user_messages, LABEL_PREFIX: also imported from here by the other LLM stages
+from brats_llm.llm.batch import (LABEL_PREFIX, batch_inputs, batch_records, first_difference, prompt_ids,  # noqa: F401
+                                 prompt_texts, user_messages)
+from brats_llm.llm.families import family_for
 from brats_llm.llm.model import (GENERAL_MODEL_DIR, adapter_record, check_adapter, is_smoke_model, load_model,
                                   model_note, read_revision)
 from brats_llm.llm.shard import ranks as shard_ranks
@@ -28,12 +31,11 @@ from brats_llm.ranks import Ranks
 
 log = logging.getLogger(__name__)
 
-#: Classification answers start with this text (the prompt's JSON format); label probabilities are
-#: P(label | image, prompt, prefix) of the two grade labels, renormalised over LGG-0 and HGG-1.
-LABEL_PREFIX = '{"label": "'
 PREDICTIONS_FILE, RUN_FILE = "predictions.jsonl", "run.json"
 #: Progress of an unfinished run, beside OUT_DIR (DVC deletes OUT_DIR itself before rerunning a stage).
 RESUME_KEY, RESUME_BATCHES = "key.json", "batches.jsonl"
+#: ``llm.backend`` values: who generates (:class:`InferParams`).
+BACKENDS = ("hf", "vllm")
 #: Files above this size are fingerprinted by size + mtime instead of their bytes.
 LARGE_FILE = 256 << 20
 
@@ -57,6 +59,8 @@ class InferParams:
         max_rows: 0 = every row; N = N rows sampled across the split with ``seed`` (quick checks;
             kept in their dataset order, so patients are spread, not the first patient's slices).
         load_in_4bit: 4-bit NF4 base weights (bitsandbytes, CUDA only; an error elsewhere).
+        backend: ``hf`` (transformers ``generate``, CPU or GPU) or ``vllm`` (vLLM's offline engine, CUDA only,
+            families with ``Family.vllm``: :mod:`brats_llm.llm.vllm_backend`); same records either way.
     """
 
     model: str = GENERAL_MODEL_DIR
@@ -69,8 +73,11 @@ class InferParams:
     split: str = "test"
     max_rows: int = 144
     load_in_4bit: bool = False
+    backend: str = "hf"
 
     def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
         missing = set(TASKS) - set(self.max_new_tokens)
         if missing:
             raise InputError(f"max_new_tokens needs a value for every task; missing {sorted(missing)}")
@@ -81,22 +88,6 @@ class InferParams:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
         if not self.model:
             raise ValueError("model must name a Hub id or a local folder")
-
-
-def user_messages(messages: list[dict]) -> list[dict]:
-    """The conversation up to (not including) the first assistant turn."""
-    turns = []
-    for message in messages:
-        if message["role"] == "assistant":
-            break
-        turns.append({"role": message["role"],
-                      "content": [{k: v for k, v in part.items() if v is not None} for part in message["content"]]})
-    return turns
-
-
-def prompt_texts(processor, rows_messages: list[list[dict]]) -> list[str]:
-    """Chat-templated prompts (they start with the family's start tokens), ending with the assistant header."""
-    return [processor.apply_chat_template(user_messages(m), add_generation_prompt=True) for m in rows_messages]
 
 
 def encode(processor, images: list, texts: list[str], *, padding_side: str):
@@ -110,11 +101,6 @@ def encode(processor, images: list, texts: list[str], *, padding_side: str):
     processor.tokenizer.padding_side = padding_side
     nested = [image if isinstance(image, list) else [image] for image in images]
     return processor(images=nested, text=texts, padding=True, return_tensors="pt", add_special_tokens=False)
-
-
-def prompt_ids(processor, prompt: str) -> list[int]:
-    """Token ids of one chat-templated prompt, exactly as :func:`encode` tokenises it (no padding)."""
-    return processor.tokenizer(prompt, add_special_tokens=False)["input_ids"]
 
 
 def generation_inputs(processor, images: list, prompts: list[str]):
@@ -154,8 +140,8 @@ def label_probabilities(model, processor, images: list, prompts: list[str]) -> n
     labels = [CLASS_ANSWERS[0], CLASS_ANSWERS[1]]
     texts, starts = [], []
     for prompt in prompts:
-        ids = [tokenizer(prompt + LABEL_PREFIX + label, add_special_tokens=False)["input_ids"] for label in labels]
-        common = next((i for i, (a, b) in enumerate(zip(*ids)) if a != b), min(map(len, ids)))
+        common = first_difference(*[tokenizer(prompt + LABEL_PREFIX + label, add_special_tokens=False)["input_ids"]
+                                    for label in labels])
         for label in labels:
             texts.append(prompt + LABEL_PREFIX + label)
             starts.append(common)
@@ -327,6 +313,13 @@ def infer(task: str, revision_file: str | os.PathLike, out_dir: str | os.PathLik
     revision = read_revision(revision_file)
     if adapter:
         check_adapter(adapter)
+    answer_batch = _answer_batch
+    load = lambda: load_model(params.model, adapter, load_in_4bit=params.load_in_4bit)  # noqa: E731
+    if params.backend == "vllm":  # refused here, before any row is read, when it cannot run
+        from brats_llm.llm import vllm_backend
+
+        vllm_backend.check_vllm(family_for(params.model), params.model, adapter, world=ranks.world)
+        answer_batch, load = vllm_backend.answer_batch_vllm, lambda: vllm_backend.load_engine(params, adapter)
     rows = _load_rows(revision_file, task, params.split, params.max_rows, params.seed)
     folder = resume_dir(out_dir)
     meta = rows.remove_columns(["images", "messages"])
@@ -337,9 +330,9 @@ def infer(task: str, revision_file: str | os.PathLike, out_dir: str | os.PathLik
         for start in tqdm(mine, desc=f"llm-infer {task}", unit="batch", disable=not progress or not ranks.main):
             if start in done:
                 continue
-            if model is None:
-                model, processor = load_model(params.model, adapter, load_in_4bit=params.load_in_4bit)
-            batch_records = _answer_batch(task, model, processor, rows, meta, start, params)
+            if model is None:  # the HF model or the vLLM engine, loaded once, only when a batch is left
+                model, processor = load()
+            batch_records = answer_batch(task, model, processor, rows, meta, start, params)
             log_handle.write(json.dumps({"start": start, "records": batch_records}, sort_keys=True) + "\n")
             log_handle.flush()
             os.fsync(log_handle.fileno())
@@ -372,26 +365,13 @@ def infer(task: str, revision_file: str | os.PathLike, out_dir: str | os.PathLik
 
 
 def _answer_batch(task: str, model, processor, rows, meta, start: int, params: InferParams) -> list[dict[str, Any]]:
-    """Generate, parse and (cls) score the batch of rows starting at ``start``."""
-    batch = rows[start:start + params.batch_size]
-    images = [row_images[0].convert("RGB") for row_images in batch["images"]]
-    prompts = prompt_texts(processor, batch["messages"])
+    """Generate, parse and (cls) score the batch of rows starting at ``start`` with transformers."""
+    images, prompts = batch_inputs(processor, rows, start, params.batch_size)
     answers = generate(model, processor, images, prompts, max_new_tokens=params.max_new_tokens[task],
                        do_sample=params.do_sample, temperature=params.temperature, top_p=params.top_p,
                        seed=params.seed + start)
-    p_hgg = label_probabilities(model, processor, images, prompts) if task == "cls" else [None] * len(answers)
-    records = []
-    for offset, (answer, probability) in enumerate(zip(answers, p_hgg)):
-        row = meta[start + offset]
-        parsed = parse_answer(task, answer, images[offset].size[::-1])  # (height, width) of the slice shown
-        record = {"index": start + offset, "patient_id": row["patient_id"], "grade": row["grade"],
-                  "plane": row["plane"], "slice_index": row["slice_index"], "target": json.loads(row["target"]),
-                  "response": answer, "status": parsed.status, "prediction": parsed.value,
-                  "detail": parsed.detail}
-        if task == "cls":
-            record["p_hgg"] = round(float(probability), 6)
-        records.append(record)
-    return records
+    p_hgg = label_probabilities(model, processor, images, prompts) if task == "cls" else None
+    return batch_records(task, meta, start, images, answers, p_hgg)
 
 
 def read_predictions(run_dir: str | os.PathLike) -> tuple[list[dict[str, Any]], dict[str, Any]]:
