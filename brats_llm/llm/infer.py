@@ -138,14 +138,18 @@ def label_probabilities(model, processor, images: list, prompts: list[str]) -> n
 
     tokenizer = processor.tokenizer
     labels = [CLASS_ANSWERS[0], CLASS_ANSWERS[1]]
-    texts, starts = [], []
+    texts, starts, lengths = [], [], []
     for prompt in prompts:
-        common = first_difference(*[tokenizer(prompt + LABEL_PREFIX + label, add_special_tokens=False)["input_ids"]
-                                    for label in labels])
-        for label in labels:
+        ids = [tokenizer(prompt + LABEL_PREFIX + label, add_special_tokens=False)["input_ids"] for label in labels]
+        common = first_difference(*ids)
+        for label, label_ids in zip(labels, ids):
             texts.append(prompt + LABEL_PREFIX + label)
             starts.append(common)
+            lengths.append(len(label_ids))
     inputs = encode(processor, [image for image in images for _ in labels], texts, padding_side="right").to(model.device)
+    # A processor that repeats each image token per patch (Qwen2.5-VL) lengthens the prompt, never the label:
+    # shift each start by the row's added tokens (right padding: its attention mask counts its length).
+    starts = [start + int(n) - length for start, n, length in zip(starts, inputs["attention_mask"].sum(dim=1), lengths)]
     # Logits only from the position before the earliest scored token (the 128k-token vocabulary makes
     # full-sequence logits the dominant cost): positions first..L-1 predict tokens first+1..L.
     length, first = inputs["input_ids"].shape[1], min(starts) - 1

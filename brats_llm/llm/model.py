@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from brats_llm.errors import BratsLlmError, MissingInputError
-from brats_llm.llm.families import family_for
+from brats_llm.llm.families import Family, UnknownFamily, family_for, family_of
 from brats_llm.provenance import read_revision  # noqa: F401  (re-exported for the LLM stages)
 
 log = logging.getLogger(__name__)
@@ -72,12 +72,29 @@ def check_adapter(adapter: str | Path) -> Path:
     return adapter
 
 
-def load_processor(model_id: str):
-    """The processor (tokenizer + image processor + chat template) of ``model_id``, as :func:`load_model` loads it."""
-    from transformers import AutoProcessor
+def model_family(model_id: str) -> Family:
+    """The family of a local folder or Hub id; a Hub id not in the cache yet has its ``config.json`` fetched.
 
+    Raises:
+        UnknownFamily: the ``model_type`` has no family module, or a local folder has no readable one.
+    """
+    try:
+        return family_for(model_id)
+    except UnknownFamily:
+        if Path(model_id).exists():
+            raise
+        from transformers import AutoConfig
+
+        return family_of(AutoConfig.from_pretrained(model_id).model_type, model_id)
+
+
+def load_processor(model_id: str):
+    """The processor (tokenizer + image processor + chat template) of ``model_id``, as :func:`load_model` loads it.
+
+    The model's family says how (``Family.load_processor``: ``AutoProcessor`` unless the family needs more).
+    """
     check_model_id(model_id)
-    return AutoProcessor.from_pretrained(model_id)
+    return model_family(model_id).load_processor(model_id)
 
 
 def quantization_config(load_in_4bit: bool):

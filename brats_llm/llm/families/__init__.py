@@ -10,11 +10,12 @@ from typing import Any
 from brats_llm.errors import BratsLlmError
 from brats_llm.llm.families.base import Family
 from brats_llm.llm.families.mllama import MLLAMA
+from brats_llm.llm.families.qwen_vl import QWEN_VL
 
 __all__ = ["FAMILIES", "Family", "UnknownFamily", "family_for", "family_of", "model_type_of"]
 
 #: Every supported family by its ``model_type``.
-FAMILIES: dict[str, Family] = {family.model_type: family for family in (MLLAMA,)}
+FAMILIES: dict[str, Family] = {family.model_type: family for family in (MLLAMA, QWEN_VL)}
 
 
 class UnknownFamily(BratsLlmError, ValueError):

@@ -7,13 +7,20 @@ from dataclasses import dataclass
 from typing import Any
 
 
+def auto_processor(model_id: str):
+    """``AutoProcessor.from_pretrained(model_id)``: how a family's processor loads unless it says otherwise."""
+    from transformers import AutoProcessor
+
+    return AutoProcessor.from_pretrained(model_id)
+
+
 @dataclass(frozen=True)
 class Family:
     """What differs between model families; one module per family under ``brats_llm/llm/families/`` holds one.
 
     Common to every family, so no field: the chat template writes every special token, start tokens
     included (``infer.encode`` never adds any: Mllama's tokenizer would prepend a second BOS; Qwen2.5-VL
-    has no BOS at all), and models load with ``AutoModelForImageTextToText`` / ``AutoProcessor``.
+    has no BOS at all), and models load with ``AutoModelForImageTextToText`` (processors: ``load_processor``).
     Not here until code reads them: Unsloth loader arguments (every family loads with the same
     ``FastVisionModel`` call today).
 
@@ -32,6 +39,9 @@ class Family:
         build_tiny: ``build_tiny(out_dir, params)`` saves the tiny random model + processor; returns the folder.
         vllm: vLLM serves this architecture (``llm.backend: vllm``); False for Mllama, which vLLM dropped
             after v0.11.
+        load_processor: ``load_processor(model_id)`` returns the processor of a folder or Hub id; default
+            :func:`auto_processor` (``AutoProcessor.from_pretrained``). Qwen2.5-VL's picks an image-only
+            processor where torchvision (its video processor's dependency) is missing.
     """
 
     model_type: str
@@ -43,6 +53,7 @@ class Family:
     build_tokenizer: Callable[[], Any]
     build_tiny: Callable[..., Any]
     vllm: bool = False
+    load_processor: Callable[[str], Any] = auto_processor
 
     def __post_init__(self) -> None:
         if not (self.model_type and self.image_token and self.language_targets and self.vision_targets):

@@ -20,8 +20,9 @@ class VisionChatCollator:
     """Turn rows with ``images`` + ``messages`` into model inputs with masked ``labels``.
 
     Labels are the input ids with padding, every image token of the model's family and the whole prompt
-    (system and user turns up to and including the assistant header) set to -100: the loss covers the
-    assistant's answer and its end-of-turn token only.
+    (system and user turns up to and including the assistant header) set to -100, and so is whatever
+    follows the last end-of-turn token (the tokenizer's eos: Qwen's template writes a newline after it):
+    the loss covers the assistant's answer and its end-of-turn token only.
     """
 
     def __init__(self, processor: Any, family: Family) -> None:
@@ -31,11 +32,20 @@ class VisionChatCollator:
         if self.image_token_id is None or self.image_token_id == processor.tokenizer.unk_token_id:
             raise ValueError(f"the tokenizer has no {family.image_token} token ({family.model_type} family)")
 
-    def prompt_ids(self, messages: list[dict]) -> list[int]:
-        """The prompt's tokens as inference builds them (same template call, same tokenisation)."""
-        from brats_llm.llm.infer import prompt_ids, prompt_texts
+    def prompt_ids(self, messages: list[dict], images: list | None = None) -> list[int]:
+        """The prompt's tokens as inference builds them (same template call, same tokenisation).
 
-        return prompt_ids(self.processor, prompt_texts(self.processor, [messages])[0])
+        A family whose processor expands each image token (``expands_image``) needs the ``images`` to know
+        how many tokens each becomes, so its prompt goes through the processor with them, as in inference.
+        """
+        from brats_llm.llm.infer import encode, prompt_ids, prompt_texts
+
+        prompt = prompt_texts(self.processor, [messages])[0]
+        if not self.family.expands_image:
+            return prompt_ids(self.processor, prompt)
+        if images is None:
+            raise ValueError(f"the {self.family.model_type} family expands image tokens: prompt_ids needs the images")
+        return encode(self.processor, [images], [prompt], padding_side="right")["input_ids"][0].tolist()
 
     def __call__(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
         from brats_llm.llm.infer import encode
@@ -47,13 +57,17 @@ class VisionChatCollator:
         labels = batch["input_ids"].clone()
         labels[batch["attention_mask"] == 0] = IGNORE_INDEX
         labels[labels == self.image_token_id] = IGNORE_INDEX
+        end_id = self.processor.tokenizer.eos_token_id
         for i, chat in enumerate(chats):
             self._check_images(batch["input_ids"][i], len(images[i]))
-            prompt = self.prompt_ids(chat)
+            prompt = self.prompt_ids(chat, images[i])
             if batch["input_ids"][i, :len(prompt)].tolist() != prompt:  # the answer must not re-tokenise the prompt
                 raise ValueError("the chat template's training text does not start with the inference prompt's tokens; "
                                  "the loss mask would be wrong")
             labels[i, :len(prompt)] = IGNORE_INDEX
+            ends = (batch["input_ids"][i] == end_id).nonzero()
+            if len(ends):  # what the template writes after the answer's end-of-turn (Qwen: "\n") is not trained
+                labels[i, int(ends[-1]) + 1:] = IGNORE_INDEX
         batch["labels"] = labels
         return batch
 
