@@ -20,6 +20,7 @@ from brats_llm.config import at_least, between
 from brats_llm.conversations.parse import parse_answer
 from brats_llm.conversations.prompts import CLASS_ANSWERS, PROMPT_VERSION, TASKS
 from brats_llm.errors import InputError, OutputError
+from brats_llm.llm.decoding import check_decoding
 from brats_llm.llm.model import (GENERAL_MODEL_DIR, adapter_record, check_adapter, is_smoke_model, load_model,
                                   model_note, read_revision)
 from brats_llm.llm.shard import ranks as shard_ranks
@@ -57,6 +58,8 @@ class InferParams:
         max_rows: 0 = every row; N = N rows sampled across the split with ``seed`` (quick checks;
             kept in their dataset order, so patients are spread, not the first patient's slices).
         load_in_4bit: 4-bit NF4 base weights (bitsandbytes, CUDA only; an error elsewhere).
+        decoding: ``free`` (the paper) or ``json``: every token constrained to the task's JSON schema
+            (:mod:`brats_llm.llm.decoding`): no format errors but for answers cut at ``max_new_tokens``.
     """
 
     model: str = GENERAL_MODEL_DIR
@@ -69,8 +72,10 @@ class InferParams:
     split: str = "test"
     max_rows: int = 144
     load_in_4bit: bool = False
+    decoding: str = "free"
 
     def __post_init__(self) -> None:
+        check_decoding(self.decoding)
         missing = set(TASKS) - set(self.max_new_tokens)
         if missing:
             raise InputError(f"max_new_tokens needs a value for every task; missing {sorted(missing)}")
@@ -122,14 +127,41 @@ def generation_inputs(processor, images: list, prompts: list[str]):
     return encode(processor, images, prompts, padding_side="left")
 
 
+def batch_image_size(images: list) -> tuple[int, int]:
+    """(height, width) shared by every PIL image of a batch; an InputError when they differ."""
+    sizes = {image.size[::-1] for image in images}
+    if len(sizes) != 1:
+        raise InputError(f"constrained decoding bounds coordinates by one image size per batch; got {sorted(sizes)}")
+    return sizes.pop()
+
+
+def json_processors(processor, images: list, task: str | None, prompt_length: int):
+    """The logits processors of ``decoding: json``: ``task``'s schema bounded by the batch's image size."""
+    from transformers import LogitsProcessorList
+
+    from brats_llm.llm import decoding
+
+    if task is None:
+        raise ValueError("decoding='json' needs the task, whose answer schema it enforces")
+    schema = decoding.json_schema(task, batch_image_size(images))
+    return LogitsProcessorList([decoding.JsonSchemaLogitsProcessor(processor.tokenizer, schema, prompt_length)])
+
+
 def generate(model, processor, images: list, prompts: list[str], *, max_new_tokens: int, do_sample: bool = False,
-             temperature: float = 1.0, top_p: float = 1.0, seed: int = 0) -> list[str]:
-    """Decode answers for one batch (one image per prompt); greedy unless ``do_sample``."""
+             temperature: float = 1.0, top_p: float = 1.0, seed: int = 0, decoding: str = "free",
+             task: str | None = None) -> list[str]:
+    """Decode answers for one batch (one image per prompt); greedy unless ``do_sample``.
+
+    ``decoding="json"`` constrains every answer to ``task``'s JSON schema (:mod:`brats_llm.llm.decoding`).
+    """
     import torch
 
+    check_decoding(decoding)
     inputs = generation_inputs(processor, images, prompts).to(model.device)
     options: dict[str, Any] = {"max_new_tokens": max_new_tokens, "do_sample": do_sample,
                                "pad_token_id": processor.tokenizer.pad_token_id}
+    if decoding == "json":
+        options["logits_processor"] = json_processors(processor, images, task, inputs["input_ids"].shape[1])
     if do_sample:
         torch.manual_seed(seed)
         options.update(temperature=temperature, top_p=top_p)
@@ -378,7 +410,7 @@ def _answer_batch(task: str, model, processor, rows, meta, start: int, params: I
     prompts = prompt_texts(processor, batch["messages"])
     answers = generate(model, processor, images, prompts, max_new_tokens=params.max_new_tokens[task],
                        do_sample=params.do_sample, temperature=params.temperature, top_p=params.top_p,
-                       seed=params.seed + start)
+                       seed=params.seed + start, decoding=params.decoding, task=task)
     p_hgg = label_probabilities(model, processor, images, prompts) if task == "cls" else [None] * len(answers)
     records = []
     for offset, (answer, probability) in enumerate(zip(answers, p_hgg)):
