@@ -143,3 +143,21 @@ def test_matcher_errors_raise(tokenizer):
     wrong = tokenizer("x", add_special_tokens=False)["input_ids"]  # an answer starts with "{"
     with pytest.raises(RuntimeError, match="constrained decoding"):
         processor(torch.tensor([[1, 2, *wrong]]), scores)
+
+
+def test_infer_records_the_decoding_and_has_no_format_errors(published, tiny_model, tmp_path):
+    from brats_llm.llm.infer import infer
+
+    params = InferParams(model=str(tiny_model), batch_size=2, max_rows=3, decoding="json")
+    run = infer("center", published, tmp_path / "center", params, progress=False)
+    assert run["params"]["decoding"] == "json" and run["status"]["format_error"] == 0 and run["rows"] == 3
+
+
+def test_consistency_answers_parse_under_json_decoding(published, tiny_model, tmp_path):
+    from brats_llm.evaluate.consistency import consistency
+
+    params = ConsistencyParams(repeats=2, batch_size=2, max_new_tokens=64, decoding="json")
+    metrics = consistency(published, tmp_path, str(tiny_model), params, adapters={"general": None}, progress=False)
+    assert all(image["unparsable"] == 0 and image["parsed"] == 2 for image in metrics["general"].values()), metrics
+    record = json.loads((tmp_path / "provenance.json").read_text())
+    assert record["decoding"].endswith("constrained to the cls JSON schema") and record["params"]["decoding"] == "json"
