@@ -50,7 +50,8 @@ def llm_infer(task: str, revision_file: Path, out_dir: Path, model: str | None, 
     rows also get p_hgg, the label-token probability of HGG-1 vs LGG-0. Score with evaluate-llm.
     Finished batches are kept in .<OUT_DIR name>.resume/ beside OUT_DIR: an interrupted run, rerun
     with the same inputs and params, generates only the missing batches (same output bytes).
-    llm.load_in_4bit loads 4-bit weights (CUDA + bitsandbytes only).
+    llm.load_in_4bit loads 4-bit weights (CUDA + bitsandbytes only). llm.decoding: json constrains
+    every answer to the task's JSON schema (llguidance); free (default) decodes as the paper.
 
     Under torchrun (or accelerate launch) the batches are shared between the ranks, one GPU each
     (gloo on CPU), and rank 0 writes OUT_DIR: predictions.jsonl is byte-identical to a single-process

@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 from brats_llm.conversations.parse import parse_answer
+from brats_llm.errors import InputError
 
 #: Classification answers start with this text (the prompt's JSON format); label probabilities are
 #: P(label | image, prompt, prefix) of the two grade labels, renormalised over LGG-0 and HGG-1.
@@ -62,3 +63,11 @@ def batch_records(task: str, meta, start: int, images: list, answers: list[str],
             record["p_hgg"] = round(float(p_hgg[offset]), 6)
         records.append(record)
     return records
+
+
+def batch_image_size(images: list) -> tuple[int, int]:
+    """(height, width) shared by every PIL image of a batch; an InputError when they differ."""
+    sizes = {image.size[::-1] for image in images}
+    if len(sizes) != 1:
+        raise InputError(f"constrained decoding bounds coordinates by one image size per batch; got {sorted(sizes)}")
+    return sizes.pop()

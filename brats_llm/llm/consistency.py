@@ -10,6 +10,7 @@ from tqdm.auto import tqdm
 
 from brats_llm.config import at_least, between
 from brats_llm.conversations.prompts import PROMPT_VERSION
+from brats_llm.llm.decoding import check_decoding
 from brats_llm.llm.infer import generate, prompt_texts
 from brats_llm.llm.model import is_smoke_model, load_model, read_revision
 from brats_llm.llm.shard import ranks as shard_ranks
@@ -28,6 +29,7 @@ class ConsistencyParams:
         batch_size: repeats per generate call.
         seed: sampling seed.
         split: conversation split the two images come from.
+        decoding: ``free`` (the paper) or ``json``: answers constrained to the cls JSON schema (as ``llm.decoding``).
     """
 
     repeats: int = 95
@@ -38,8 +40,10 @@ class ConsistencyParams:
     batch_size: int = 32
     seed: int = 2020
     split: str = "test"
+    decoding: str = "free"
 
     def __post_init__(self) -> None:
+        check_decoding(self.decoding)
         at_least(self, 1, "repeats", "max_new_tokens", "batch_size")
         at_least(self, 0, "seed")
         between(self, 0.0, 1.0, "top_p")
@@ -107,6 +111,8 @@ def ask_repeatedly(revision_file: str | os.PathLike, model_id: str, params: Cons
                        for number in range(len(chosen))] for variant in adapters}
     decoding = (f"sampled (temperature {params.temperature}, top_p {params.top_p})" if params.do_sample
                 else "greedy: every repeat is identical by construction")
+    if params.decoding == "json":
+        decoding += "; constrained to the cls JSON schema"
     record = {"model": model_id, "smoke_model": is_smoke_model(model_id),
               "adapters": {k: str(v) if v else None for k, v in adapters.items()}, "decoding": decoding,
               "prompt_version": PROMPT_VERSION, "params": asdict(params), "dataset_revision": revision["revision"]}
@@ -137,5 +143,5 @@ def _answer_units(units: list[tuple[str, int, int]], rows: Any, indices: list[in
             answered[variant, number, start] = generate(
                 model, processor, [image] * n, [prompt] * n, max_new_tokens=params.max_new_tokens,
                 do_sample=params.do_sample, temperature=params.temperature, top_p=params.top_p,
-                seed=params.seed + 1000 * number + start)
+                seed=params.seed + 1000 * number + start, decoding=params.decoding, task="cls")
     return answered

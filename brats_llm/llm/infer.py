@@ -20,9 +20,10 @@ from brats_llm.config import at_least, between
 from brats_llm.conversations.prompts import CLASS_ANSWERS, PROMPT_VERSION, TASKS
 from brats_llm.errors import InputError, OutputError
 # prompt_ids, prompt_texts, user_messages, LABEL_PREFIX: also imported from here by the other LLM stages
-from brats_llm.llm.batch import (LABEL_PREFIX, batch_inputs, batch_records, first_difference, prompt_ids,  # noqa: F401
-                                 prompt_texts, user_messages)
+from brats_llm.llm.batch import (LABEL_PREFIX, batch_image_size, batch_inputs, batch_records,  # noqa: F401
+                                 first_difference, prompt_ids, prompt_texts, user_messages)
 from brats_llm.llm.families import family_for
+from brats_llm.llm.decoding import check_decoding
 from brats_llm.llm.model import (GENERAL_MODEL_DIR, adapter_record, check_adapter, is_smoke_model, load_model,
                                   model_note, read_revision)
 from brats_llm.llm.shard import ranks as shard_ranks
@@ -61,6 +62,8 @@ class InferParams:
         load_in_4bit: 4-bit NF4 base weights (bitsandbytes, CUDA only; an error elsewhere).
         backend: ``hf`` (transformers ``generate``, CPU or GPU) or ``vllm`` (vLLM's offline engine, CUDA only,
             families with ``Family.vllm``: :mod:`brats_llm.llm.vllm_backend`); same records either way.
+        decoding: ``free`` (the paper) or ``json``: every token constrained to the task's JSON schema
+            (:mod:`brats_llm.llm.decoding`): no format errors but for answers cut at ``max_new_tokens``.
     """
 
     model: str = GENERAL_MODEL_DIR
@@ -74,10 +77,12 @@ class InferParams:
     max_rows: int = 144
     load_in_4bit: bool = False
     backend: str = "hf"
+    decoding: str = "free"
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
+        check_decoding(self.decoding)
         missing = set(TASKS) - set(self.max_new_tokens)
         if missing:
             raise InputError(f"max_new_tokens needs a value for every task; missing {sorted(missing)}")
@@ -108,14 +113,33 @@ def generation_inputs(processor, images: list, prompts: list[str]):
     return encode(processor, images, prompts, padding_side="left")
 
 
+def json_processors(processor, images: list, task: str | None, prompt_length: int):
+    """The logits processors of ``decoding: json``: ``task``'s schema bounded by the batch's image size."""
+    from transformers import LogitsProcessorList
+
+    from brats_llm.llm import decoding
+
+    if task is None:
+        raise ValueError("decoding='json' needs the task, whose answer schema it enforces")
+    schema = decoding.json_schema(task, batch_image_size(images))
+    return LogitsProcessorList([decoding.JsonSchemaLogitsProcessor(processor.tokenizer, schema, prompt_length)])
+
+
 def generate(model, processor, images: list, prompts: list[str], *, max_new_tokens: int, do_sample: bool = False,
-             temperature: float = 1.0, top_p: float = 1.0, seed: int = 0) -> list[str]:
-    """Decode answers for one batch (one image per prompt); greedy unless ``do_sample``."""
+             temperature: float = 1.0, top_p: float = 1.0, seed: int = 0, decoding: str = "free",
+             task: str | None = None) -> list[str]:
+    """Decode answers for one batch (one image per prompt); greedy unless ``do_sample``.
+
+    ``decoding="json"`` constrains every answer to ``task``'s JSON schema (:mod:`brats_llm.llm.decoding`).
+    """
     import torch
 
+    check_decoding(decoding)
     inputs = generation_inputs(processor, images, prompts).to(model.device)
     options: dict[str, Any] = {"max_new_tokens": max_new_tokens, "do_sample": do_sample,
                                "pad_token_id": processor.tokenizer.pad_token_id}
+    if decoding == "json":
+        options["logits_processor"] = json_processors(processor, images, task, inputs["input_ids"].shape[1])
     if do_sample:
         torch.manual_seed(seed)
         options.update(temperature=temperature, top_p=top_p)
@@ -373,7 +397,7 @@ def _answer_batch(task: str, model, processor, rows, meta, start: int, params: I
     images, prompts = batch_inputs(processor, rows, start, params.batch_size)
     answers = generate(model, processor, images, prompts, max_new_tokens=params.max_new_tokens[task],
                        do_sample=params.do_sample, temperature=params.temperature, top_p=params.top_p,
-                       seed=params.seed + start)
+                       seed=params.seed + start, decoding=params.decoding, task=task)
     p_hgg = label_probabilities(model, processor, images, prompts) if task == "cls" else None
     return batch_records(task, meta, start, images, answers, p_hgg)
 

@@ -14,7 +14,9 @@ import numpy as np
 
 from brats_llm.conversations.prompts import CLASS_ANSWERS
 from brats_llm.errors import InputError
-from brats_llm.llm.batch import LABEL_PREFIX, batch_inputs, batch_records, first_difference, prompt_ids
+from brats_llm.llm.batch import (LABEL_PREFIX, batch_image_size, batch_inputs, batch_records, first_difference,
+                                 prompt_ids)
+from brats_llm.llm.decoding import json_schema
 from brats_llm.llm.families import Family
 from brats_llm.llm.model import BackendUnavailable, check_adapter, load_processor
 
@@ -183,12 +185,14 @@ def label_probabilities_from(outputs: Sequence[Any], tails: list[list[int]]) -> 
 def answer_batch_vllm(task: str, engine: Engine, processor, rows, meta, start: int,
                       params) -> list[dict[str, Any]]:
     """Generate, parse and (cls) score the batch of rows starting at ``start`` with vLLM: the same records as
-    the HF path's ``_answer_batch`` (:func:`~brats_llm.llm.infer.batch_records`)."""
+    the HF path's ``_answer_batch`` (:func:`~brats_llm.llm.infer.batch_records`); ``decoding: json`` uses
+    vLLM's structured outputs with the HF path's schema (:func:`~brats_llm.llm.decoding.json_schema`)."""
     from vllm import SamplingParams
 
     images, prompts = batch_inputs(processor, rows, start, params.batch_size)
+    schema = json_schema(task, batch_image_size(images)) if params.decoding == "json" else None
     outputs = engine.llm.generate(requests(processor, prompts, images),
-                                  SamplingParams(**sampling_kwargs(params, task, params.seed + start)),
+                                  SamplingParams(**sampling_kwargs(params, task, params.seed + start, schema)),
                                   use_tqdm=False, lora_request=engine.lora)
     p_hgg = None
     if task == "cls":
