@@ -40,7 +40,7 @@ def measure(model, processor, task: str, batch_size: int, size: int) -> dict[str
     text = prompt(task, "axial", size, size)
     turns = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]}]
     prompts = [processor.apply_chat_template(turns, add_generation_prompt=True)] * batch_size
-    masking, calls = decoding.JsonSchemaMasking.__call__, []
+    masking, calls = decoding.JsonSchemaLogitsProcessor.__call__, []
 
     def timed(self, input_ids, scores):
         start = time.perf_counter()
@@ -49,7 +49,7 @@ def measure(model, processor, task: str, batch_size: int, size: int) -> dict[str
         return out
 
     result = {}
-    decoding.JsonSchemaMasking.__call__ = timed
+    decoding.JsonSchemaLogitsProcessor.__call__ = timed
     try:
         for mode in ("free", "json"):
             calls.clear()
@@ -60,7 +60,7 @@ def measure(model, processor, task: str, batch_size: int, size: int) -> dict[str
         result["processor_ms_per_step"] = round(1000 * sum(calls) / len(calls), 2)
         result["json_steps"] = len(calls)
     finally:
-        decoding.JsonSchemaMasking.__call__ = masking
+        decoding.JsonSchemaLogitsProcessor.__call__ = masking
     return result
 
 

@@ -83,11 +83,12 @@ def ll_tokenizer(tokenizer):
     return llguidance.hf.from_tokenizer(tokenizer)
 
 
-def matcher(tokenizer, schema: dict[str, Any]):
-    """A fresh llguidance matcher of ``schema`` at the start of an answer; a bad grammar raises."""
+def matcher(tokenizer, schema: dict[str, Any] | str):
+    """A fresh llguidance matcher of ``schema`` (or its :func:`grammar`) at the start of an answer; a bad
+    grammar raises."""
     from llguidance import LLMatcher
 
-    found = LLMatcher(ll_tokenizer(tokenizer), grammar(schema), log_level=0)
+    found = LLMatcher(ll_tokenizer(tokenizer), schema if isinstance(schema, str) else grammar(schema), log_level=0)
     _check(found)
     return found
 
@@ -117,8 +118,11 @@ def allowed(bitmask, vocab: int):
     return torch.nn.functional.pad(bits, (0, vocab - bits.shape[1]), value=False)
 
 
-class JsonSchemaMasking:
+class JsonSchemaLogitsProcessor:
     """Masks every next-token score that would leave ``schema``; one llguidance matcher per batch row.
+
+    A transformers logits processor (``LogitsProcessorList`` calls it with ``input_ids, scores``); it does
+    not subclass ``LogitsProcessor`` so that importing this module does not import transformers.
 
     One instance serves one ``generate`` call on a left-padded batch: every row's answer starts at
     ``prompt_length``. Each call consumes the tokens generated since the previous one, then allows only
@@ -138,7 +142,8 @@ class JsonSchemaMasking:
 
         if input_ids.shape[1] != self.prompt_length:
             raise ValueError(f"first call sees {input_ids.shape[1]} tokens, the prompt has {self.prompt_length}")
-        self.matchers = [matcher(self.tokenizer, self.schema) for _ in range(input_ids.shape[0])]
+        rules = grammar(self.schema)  # converted once per batch, not per row
+        self.matchers = [matcher(self.tokenizer, rules) for _ in range(input_ids.shape[0])]
         vocab = ll_tokenizer(self.tokenizer).vocab_size
         self.bitmask = llguidance.torch.allocate_token_bitmask(len(self.matchers), vocab)
 
@@ -169,17 +174,3 @@ class JsonSchemaMasking:
             raise RuntimeError("constrained decoding: no token of the model's vocabulary is allowed")
         return scores.masked_fill(~keep, float("-inf"))
 
-
-@functools.cache
-def _processor_class() -> type:
-    """:class:`JsonSchemaMasking` as a transformers ``LogitsProcessor`` (transformers imported on first use)."""
-    from transformers import LogitsProcessor
-
-    return type("JsonSchemaLogitsProcessor", (JsonSchemaMasking, LogitsProcessor), {"__module__": __name__})
-
-
-def __getattr__(name: str):
-    """``JsonSchemaLogitsProcessor``, made on first access, so importing this module stays light."""
-    if name == "JsonSchemaLogitsProcessor":
-        return _processor_class()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

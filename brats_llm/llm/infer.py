@@ -22,10 +22,9 @@ from brats_llm.errors import InputError, OutputError
 # prompt_ids, prompt_texts, user_messages, LABEL_PREFIX: also imported from here by the other LLM stages
 from brats_llm.llm.batch import (LABEL_PREFIX, batch_image_size, batch_inputs, batch_records,  # noqa: F401
                                  first_difference, prompt_ids, prompt_texts, user_messages)
-from brats_llm.llm.families import family_for
 from brats_llm.llm.decoding import check_decoding
 from brats_llm.llm.model import (GENERAL_MODEL_DIR, adapter_record, check_adapter, is_smoke_model, load_model,
-                                  model_note, read_revision)
+                                  model_family, model_note, read_revision)
 from brats_llm.llm.shard import ranks as shard_ranks
 from brats_llm.provenance import content_hash, file_digests, folder_files
 from brats_llm.ranks import Ranks
@@ -346,7 +345,7 @@ def infer(task: str, revision_file: str | os.PathLike, out_dir: str | os.PathLik
     if params.backend == "vllm":  # refused here, before any row is read, when it cannot run
         from brats_llm.llm import vllm_backend
 
-        vllm_backend.check_vllm(family_for(params.model), params.model, adapter, world=ranks.world)
+        vllm_backend.check_vllm(model_family(params.model), params.model, adapter, world=ranks.world)
         answer_batch, load = vllm_backend.answer_batch_vllm, lambda: vllm_backend.load_engine(params, adapter)
     rows = _load_rows(revision_file, task, params.split, params.max_rows, params.seed)
     folder = resume_dir(out_dir)
