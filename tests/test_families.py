@@ -125,3 +125,25 @@ def test_the_collator_fails_on_a_token_the_family_does_not_place(published, tiny
     assert not (expanding["labels"] == EOT_ID).any() and (expanding["labels"] != IGNORE_INDEX).any()  # masked, accepted
     with pytest.raises(ValueError, match="has no <|no_such_token|> token"):
         VisionChatCollator(processor, replace(MLLAMA, image_token="<|no_such_token|>"))
+
+
+def test_dvc_builds_a_tiny_and_a_general_model_per_family():
+    """One param switches the LLM half (llm.model): every family's tiny and general model is a stage output."""
+    import yaml
+
+    stages = yaml.safe_load((PACKAGE.parent / "dvc.yaml").read_text())["stages"]
+    for stage in ("tiny_model", "general_model"):
+        assert sorted(stages[stage]["foreach"]) == sorted(FAMILIES), stage
+    for stage in ("llm_zeroshot", "llm_finetune", "llm_finetuned"):
+        deps = stages[stage]["do"]["deps"]
+        assert {f"models/tiny-{name}-general" for name in FAMILIES} <= set(deps), stage
+
+
+def test_tiny_model_family_option(tmp_path):
+    from click.testing import CliRunner
+
+    from brats_llm.cli import main
+
+    result = CliRunner().invoke(main, ["tiny-model", "--family", "gemma3", str(tmp_path / "m")])
+    assert result.exit_code != 0 and "'gemma3' has no model family" in result.output and "qwen2_5_vl" in result.output
+    assert not (tmp_path / "m").exists()

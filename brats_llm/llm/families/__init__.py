@@ -12,10 +12,12 @@ from brats_llm.llm.families.base import Family
 from brats_llm.llm.families.mllama import MLLAMA
 from brats_llm.llm.families.qwen_vl import QWEN_VL
 
-__all__ = ["FAMILIES", "Family", "UnknownFamily", "family_for", "family_of", "model_type_of"]
+__all__ = ["FAMILIES", "PAPER_FAMILY", "Family", "UnknownFamily", "family_for", "family_of", "model_type_of"]
 
 #: Every supported family by its ``model_type``.
 FAMILIES: dict[str, Family] = {family.model_type: family for family in (MLLAMA, QWEN_VL)}
+#: The paper's family (LLaMA 3.2 Vision): ``brats-llm tiny-model`` builds it unless told another.
+PAPER_FAMILY = MLLAMA
 
 
 class UnknownFamily(BratsLlmError, ValueError):

@@ -26,6 +26,7 @@ class Family:
 
     Attributes:
         model_type: ``config.json``'s ``model_type``, the registry key (``mllama``; Qwen2.5-VL: ``qwen2_5_vl``).
+        architecture: the architecture's name in model cards and reports (``Mllama (Llama 3.2 Vision)``).
         image_token: what the chat template writes for an image; the training loss masks every token
             with its id (Mllama: ``<|image|>``; Qwen2.5-VL: ``<|image_pad|>``).
         expands_image: the processor repeats ``image_token`` once per image patch (Qwen2.5-VL) instead of
@@ -45,6 +46,7 @@ class Family:
     """
 
     model_type: str
+    architecture: str
     image_token: str
     expands_image: bool
     language_targets: str
@@ -56,5 +58,5 @@ class Family:
     load_processor: Callable[[str], Any] = auto_processor
 
     def __post_init__(self) -> None:
-        if not (self.model_type and self.image_token and self.language_targets and self.vision_targets):
-            raise ValueError(f"family {self.model_type!r}: model_type, image_token and the LoRA targets must be set")
+        if not (self.model_type and self.architecture and self.image_token and self.language_targets and self.vision_targets):
+            raise ValueError(f"family {self.model_type!r}: model_type, architecture, image_token and the LoRA targets must be set")

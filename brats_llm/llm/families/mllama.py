@@ -17,7 +17,8 @@ VISION_TARGETS = r".*vision_model.*\.(q_proj|k_proj|v_proj|o_proj|fc1|fc2)"
 SMOKE_MODULES_TO_SAVE = ("lm_head", "language_model.norm")
 
 #: The tiny builder stays in :mod:`brats_llm.llm.tiny` (its params are the ``tiny_model`` section).
-MLLAMA = Family(model_type="mllama", image_token=tiny.IMAGE_TOKEN, expands_image=False,
+MLLAMA = Family(model_type="mllama", architecture="Mllama (Llama 3.2 Vision)", image_token=tiny.IMAGE_TOKEN,
+                expands_image=False,
                 language_targets=LANGUAGE_TARGETS, vision_targets=VISION_TARGETS,
                 smoke_modules_to_save=SMOKE_MODULES_TO_SAVE, build_tokenizer=tiny.build_tokenizer,
                 build_tiny=tiny.build_tiny_model)

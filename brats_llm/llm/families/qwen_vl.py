@@ -270,7 +270,8 @@ VISION_TARGETS = r".*visual\.blocks.*\.(qkv|proj|gate_proj|up_proj|down_proj)"
 #: ``lm_head`` and the decoder's final RMSNorm (``model.language_model.norm``), as for the tiny Mllama.
 SMOKE_MODULES_TO_SAVE = ("lm_head", "language_model.norm")
 
-QWEN_VL = Family(model_type="qwen2_5_vl", image_token=IMAGE_TOKEN, expands_image=True,
+QWEN_VL = Family(model_type="qwen2_5_vl", architecture="Qwen2.5-VL", image_token=IMAGE_TOKEN,
+                 expands_image=True,
                  language_targets=LANGUAGE_TARGETS, vision_targets=VISION_TARGETS,
                  smoke_modules_to_save=SMOKE_MODULES_TO_SAVE, build_tokenizer=build_tokenizer,
                  build_tiny=build_tiny_model, vllm=True, load_processor=load_processor)

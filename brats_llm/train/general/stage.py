@@ -16,6 +16,7 @@ from brats_llm.conversations.parse import parse_answer
 from brats_llm.conversations.prompts import TASKS
 from brats_llm.determinism import configure
 from brats_llm.errors import InputError
+from brats_llm.llm.families import family_for
 from brats_llm.llm.model import is_smoke_model
 from brats_llm.train.general.shapes import describe, shape_chats
 
@@ -103,7 +104,7 @@ def model_card(description: str, record: dict[str, Any]) -> str:
     """README.md of the general model folder: what it is, what it was trained on, what it is not."""
     checks = ", ".join(f"{task} {rate:.2f}" for task, rate in record["held_out_parse_rate"].items())
     return (f"# Tiny general vision-LLM (embedded default, plumbing not science)\n\n"
-            f"A tiny Mllama (Llama 3.2 Vision architecture, real tokenizer) with random initial weights, "
+            f"A tiny {record['architecture']} (real tokenizer) with random initial weights, "
             f"{description}. It plays the role of the paper's general (zero-shot) model: it follows the four "
             f"tasks' instructions and answer formats but knows nothing of brains or gliomas.\n\n"
             f"- base: `{record['base_model']}`\n- steps: {record['params']['steps']} x batch "
@@ -135,7 +136,8 @@ def build_general_model(base_dir: str | os.PathLike, out_dir: str | os.PathLike,
     model.eval()
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     description = describe(params.rows_per_task, params.size)
-    record = {"base_model": str(base_dir), "trained_on": description, "params": asdict(params),
+    record = {"base_model": str(base_dir), "architecture": family_for(model).architecture,
+              "trained_on": description, "params": asdict(params),
               "final_loss": float(losses[-1]) if losses else float("nan"), "losses": [round(float(v), 6) for v in losses],
               "held_out_parse_rate": check_answers(model, processor, held_out, params.size)}
     setattr(model.config, CONFIG_KEY, description)
