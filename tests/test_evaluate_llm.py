@@ -190,3 +190,20 @@ def test_oracle_scores_the_truth_like_the_model(published, truth, tmp_path, task
         assert 0.5 < oracle["dice"] <= 1.0 and metrics["dice"] == 0.0
     names = [p.name for p in (tmp_path / "out" / "plots" / "images" / "examples").glob("*.png")]
     assert names and all(name.endswith("_no-answer.png") for name in names)  # nothing red drawn: the name says so
+
+
+def test_answered_score_leaves_format_failures_out():
+    from brats_llm.evaluate.llm import answered_score
+
+    rows = [{"status": "ok", "prediction": 1, "target": 1}, {"status": "ok", "prediction": 0, "target": 1},
+            {"status": "format_error", "prediction": None, "target": 1}]
+    assert answered_score("cls", rows, []) == {"answered_accuracy": 0.5}  # 1 of 2 answered, not 1 of 3
+    assert answered_score("cls", rows[2:], []) == {"answered_accuracy": None}
+    box = [[2, 2], [5, 2], [5, 5], [2, 5]]
+    mask = rasterize_box(box, (8, 8))
+    truth = [{"bbox": box, "mask": mask}] * 3
+    centres = [{"status": "ok", "prediction": [3, 3]}, {"status": "ok", "prediction": [7, 7]},
+               {"status": "invalid_value", "prediction": None}]
+    assert answered_score("center", centres, truth) == {"answered_in_box": 0.5}
+    boxes = [{"status": "ok", "prediction": box}, {"status": "format_error", "prediction": None}]
+    assert answered_score("bbox", boxes, truth[:2]) == {"answered_dice": 1.0}

@@ -202,10 +202,11 @@ def test_full_epoch_adapter_is_titled_by_epochs_not_steps():
 def test_model_lines_say_what_each_model_is():
     from brats_llm.report.build import model_lines
 
-    general = {"model": "models/g", "smoke_model": True, "model_trained_on": "instruction-tuned on shapes"}
+    general = {"model": "models/g", "smoke_model": True, "model_trained_on": "instruction-tuned on shapes",
+               "architecture": "Qwen2.5-VL"}
     tuned = {"model": "models/g", "adapter": "a", "adapter_record": {"params": {"lora_rank": 16}, "modules_to_save": ["lm_head"]}}
     lines = model_lines({"zeroshot/cls": general, "finetuned/cls": tuned})
-    assert lines[0] == "General LLM: `models/g`, a tiny Mllama with random initial weights, instruction-tuned on shapes."
+    assert lines[0] == "General LLM: `models/g`, a tiny Qwen2.5-VL with random initial weights, instruction-tuned on shapes."
     assert "LoRA adapter per task (r16 plus whole lm_head)" in lines[1]
     assert model_lines({"zeroshot/cls": {"model": "m", "smoke_model": False}}) == ["General LLM: `m`, the model as published."]
 

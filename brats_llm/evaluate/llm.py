@@ -23,7 +23,7 @@ from brats_llm.llm.infer import read_predictions
 from brats_llm.metrics.bootstrap import bootstrap_ci, with_intervals
 from brats_llm.metrics.classification import classification_metrics, majority_baseline, rates, roc_auc
 from brats_llm.metrics.finite import finite_or_null
-from brats_llm.metrics.points import no_point_distance, point_metrics
+from brats_llm.metrics.points import in_box, no_point_distance, point_metrics
 from brats_llm.metrics.segmentation import dice, hd95, voxel_rates
 
 TIES = ("undetermined", "HGG", "LGG")
@@ -346,6 +346,7 @@ def evaluate_llm(task: str, pred_dir: str | os.PathLike, revision_file: str | os
                 result = classification_scores(patients, train_labels, params)
                 result["slices"] = _status_counts(subset)
                 result["slices"]["accuracy"] = float(np.mean([r["status"] == "ok" and r["prediction"] == r["target"] for r in subset]))
+                result["slices"].update(answered_score(task, subset, []))
                 result["scope"] = f"{plane}, {scope}"
                 metrics[name] = finite_or_null(result, undefined_reasons(patients))
                 table += [{"plane": plane, "scope": scope, **p} for p in patients]
@@ -355,7 +356,7 @@ def evaluate_llm(task: str, pred_dir: str | os.PathLike, revision_file: str | os
     else:
         rows = reparsed(task, rows, truth)
         result, table = geometry_scores(task, rows, truth, train_truth, params)
-        result["slices"] = _status_counts(rows)
+        result["slices"] = {**_status_counts(rows), **answered_score(task, rows, truth)}
         metrics[split] = finite_or_null(result, {"multi_component_share": "geometry without a components column"})
         for i in _example_indices(truth, params.examples):
             reference = [truth[i]["center"]] if task == "center" else truth[i]["bbox" if task == "bbox" else "polygon"]
@@ -390,6 +391,27 @@ def headline(task: str, metrics: dict[str, Any]) -> dict[str, Any]:
     patients = int(block["n"]) if block.get("n") is not None else None
     return {"n_patients": patients, **{key: block.get(source) for key, source in HEADLINE_KEYS[task].items()},
             "parse_rate_slices": rate}
+
+
+#: What :func:`answered_score` reports per task: the headline's slice-level meaning among answered slices only.
+ANSWERED_SCORE = {"cls": "answered_accuracy", "center": "answered_in_box", "bbox": "answered_dice",
+                  "polygon": "answered_dice"}
+
+
+def answered_score(task: str, rows: list[dict[str, Any]], truth: list[dict[str, Any]]) -> dict[str, float | None]:
+    """The task's slice score over the validly answered slices only (``None`` when none was), so a report can
+    tell a model that answers wrongly from one that fails the format: label accuracy (cls), centre inside the
+    true box (center), slice Dice (bbox, polygon). ``truth`` aligns with ``rows`` (unused for cls)."""
+    answered = [i for i, r in enumerate(rows) if r["status"] == "ok"]
+    key = ANSWERED_SCORE[task]
+    if not answered:
+        return {key: None}
+    if task == "cls":
+        return {key: float(np.mean([rows[i]["prediction"] == rows[i]["target"] for i in answered]))}
+    if task == "center":
+        return {key: float(np.mean([in_box(rows[i]["prediction"], truth[i]["bbox"]) for i in answered]))}
+    scores = slice_scores(task, [rows[i]["prediction"] for i in answered], [truth[i] for i in answered])
+    return {key: float(np.mean([score["dice"] for score in scores]))}
 
 
 def _status_counts(rows: list[dict[str, Any]]) -> dict[str, float]:

@@ -375,7 +375,7 @@ def infer(task: str, revision_file: str | os.PathLike, out_dir: str | os.PathLik
                     for status in ("ok", "format_error", "invalid_value")}
         shares = [[batches[i] for i in Ranks(ranks.world, r).share(len(batches))] for r in range(ranks.world)]
         run = {"task": task, "model": params.model, "smoke_model": is_smoke_model(params.model),
-               "model_trained_on": model_note(params.model),
+               "model_trained_on": model_note(params.model), "architecture": model_family(params.model).architecture,
                "adapter": str(adapter) if adapter else None, "adapter_record": adapter_record(adapter),
                "dataset": {"repo_id": revision.get("repo_id"), "revision": revision["revision"],
                            "config": f"conversations-{task}", "split": params.split},

@@ -15,6 +15,7 @@ from brats_llm import atomic
 from brats_llm.errors import MissingInputError
 from brats_llm.provenance import code_version
 from brats_llm.report.differences import differences
+from brats_llm.report.outcomes import outcomes_table
 from brats_llm.report.render import Figure, html_page, markdown
 from brats_llm.report.tables import build_table, consistency_table, paper_numbers, read_metrics
 
@@ -166,7 +167,7 @@ def model_lines(runs: dict[str, Any]) -> list[str]:
     general = next((r for k, r in sorted(runs.items()) if k.startswith("zeroshot/")), None)
     if general:
         what = general.get("model_trained_on")
-        kind = ("a tiny Mllama with random initial weights, " + what) if what else (
+        kind = (f"a tiny {general.get('architecture') or 'vision-LLM'} with random initial weights, " + what) if what else (
             "a tiny random smoke-test model" if general.get("smoke_model") else "the model as published")
         lines.append(f"General LLM: `{general['model']}`, {kind}.")
     tuned = next((r for k, r in sorted(runs.items()) if k.startswith("finetuned/") and r.get("adapter_record")), None)
@@ -330,6 +331,14 @@ def build_report(models_dir: str | os.PathLike, out_dir: str | os.PathLike, para
             notes.append(f"Not run: {'; '.join(table.missing)}.")
             missing[table.number] = table.missing
         blocks.append(("p", " ".join(notes)))
+    blocks += [("h2", "Answer outcomes (format failures apart from wrong answers)"),
+               ("table", outcomes_table(models, records, params.digits)),
+               ("p", "Test slices of each LLM run (classification: axial, all slices), both models of a task on the same "
+                     "sampled rows. Format failures: no answer in the task's JSON format; invalid values: parsed, but "
+                     "impossible (a label not offered, a point off the image, a degenerate box or polygon); the last "
+                     "columns score the answered slices only, so a low score there is a wrong answer, not a format "
+                     "failure. decoding json (llm.decoding) makes format failures impossible: compare a run with "
+                     "dvc exp run -S llm.decoding=json and dvc metrics diff. Baselines: Tables 2-10.")]
     blocks += [("h2", "Consistency test"), ("table", consistency_table(paper, _json(models / "llm_consistency" / "details.json"))),
                ("p", "Agreement is the share of the most frequent label among parsed answers (HGG, LGG or NG); "
                      "unparsable answers are counted apart and never as a label. The paper's counts are out of 95.")]
