@@ -13,8 +13,8 @@ TASKS = (("cls", "answered_accuracy", "label accuracy (share)"),
          ("center", "answered_in_box", "centre inside the true box (share)"),
          ("bbox", "answered_dice", "mean slice Dice"),
          ("polygon", "answered_dice", "mean slice Dice"))
-HEADER = ["model", "task", "decoding", "slices (n)", "format failures", "invalid values", "answered",
-          "among answered: score", "score"]
+HEADER = ["model", "task", "decoding", "slices (n)", "format failures (share)", "invalid values (share)",
+          "answered (share)", "score among answered", "the score is"]
 
 
 def _count(value: Any) -> str:
