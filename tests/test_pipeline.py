@@ -59,7 +59,10 @@ LLM_STAGES = {
     "llm_consistency": ({"llm_consistency": ConsistencyParams, "llm": ["model"]}, "llm-consistency"),
     "report": ({"report": ReportParams}, "report"),
 }
-STAGE_NAMES = [*STAGE_OF.values(), "tiny_model", "general_model", "llm_consistency", "report",
+FAMILY_STAGES = [f"{stage}@{family}" for stage in ("tiny_model", "general_model") for family in ("mllama", "qwen2_5_vl")]
+LLM_HALF = ["llm_consistency", *(f"{stage}@{task}" for stage in ("llm_zeroshot", "llm_finetune", "llm_finetuned")
+                                 for task in LLM_TASKS)]
+STAGE_NAMES = [*STAGE_OF.values(), *FAMILY_STAGES, "llm_consistency", "report",
                *(f"{stage}@{task}" for stage in ("llm_zeroshot", "llm_finetune", "llm_finetuned") for task in LLM_TASKS),
                *(f"evaluate_llm@{mode}-{task}" for mode in ("zeroshot", "finetuned") for task in LLM_TASKS)]
 
@@ -221,6 +224,14 @@ def test_repro_is_incremental(tmp_path):
     fourth = dvc(repo, "repro")
     assert "Running stage 'publish'" in fourth and "Running stage 'llm_finetune@cls'" in fourth
     assert not any(f"Running stage '{s}'" in fourth for s in (STAGE_OF[section] for section in CNN_STAGES))
+    # One param switches the LLM half to the tiny Qwen2.5-VL: every LLM stage reruns, nothing upstream does.
+    params["llm"]["model"] = "models/tiny-qwen2_5_vl-general"
+    (repo / "params.yaml").write_text(yaml.safe_dump(params))
+    fifth = dvc(repo, "repro")
+    assert all(f"Running stage '{s}'" in fifth for s in LLM_HALF)
+    assert not any(f"Running stage '{s}'" in fifth for s in (*FAMILY_STAGES, "publish", "train_cnn@cls"))
+    report = (repo / "models" / "report" / "report.md").read_text()
+    assert "`models/tiny-qwen2_5_vl-general`, a tiny Qwen2.5-VL with random initial weights" in report
 
 
 def _plain(value):
