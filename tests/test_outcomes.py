@@ -38,11 +38,9 @@ def test_the_report_shows_the_table(tmp_path):
     records = {"evaluate_llm/finetuned/center": _run(tmp_path, "finetuned", "center",
                                                      {"n": 4.0, "ok": 3.0, "format_error": 1.0, "invalid_value": 0.0,
                                                       "answered_in_box": 2 / 3})}
-    (tmp_path / "evaluate_llm" / "finetuned" / "center" / "provenance.json").write_text(json.dumps(
-        {**records["evaluate_llm/finetuned/center"], "task": "center"}))
     run = records["evaluate_llm/finetuned/center"]["inference"]
-    run.update(params=dataclasses.asdict(InferParams()), model="m", smoke_model=False, prompt_version="v", adapter=None, adapter_record=None, rows=4,
-               dataset={"revision": "r", "split": "test"}, status={"ok": 3, "format_error": 1, "invalid_value": 0})
+    run.update(params=dataclasses.asdict(InferParams()), model="m", smoke_model=False, prompt_version="v", adapter=None,
+               adapter_record=None, rows=4, dataset={"revision": "r", "split": "test"}, status={"ok": 3, "format_error": 1, "invalid_value": 0})
     (tmp_path / "evaluate_llm" / "finetuned" / "center" / "provenance.json").write_text(json.dumps({"task": "center", "inference": run}))
     build_report(tmp_path, tmp_path / "r", ReportParams())
     text = (tmp_path / "r" / "report.md").read_text()

@@ -344,9 +344,8 @@ def evaluate_llm(task: str, pred_dir: str | os.PathLike, revision_file: str | os
                     continue
                 patients = patient_votes(subset, params.tie)
                 result = classification_scores(patients, train_labels, params)
-                result["slices"] = _status_counts(subset)
-                result["slices"]["accuracy"] = float(np.mean([r["status"] == "ok" and r["prediction"] == r["target"] for r in subset]))
-                result["slices"].update(answered_score(task, subset, []))
+                accuracy = float(np.mean([r["status"] == "ok" and r["prediction"] == r["target"] for r in subset]))
+                result["slices"] = {**_status_counts(subset), "accuracy": accuracy, **answered_score(task, subset, [])}
                 result["scope"] = f"{plane}, {scope}"
                 metrics[name] = finite_or_null(result, undefined_reasons(patients))
                 table += [{"plane": plane, "scope": scope, **p} for p in patients]

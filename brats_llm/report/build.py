@@ -17,7 +17,7 @@ from brats_llm.provenance import code_version
 from brats_llm.report.differences import differences
 from brats_llm.report.outcomes import outcomes_table
 from brats_llm.report.render import Figure, html_page, markdown
-from brats_llm.report.tables import build_table, consistency_table, paper_numbers, read_metrics
+from brats_llm.report.tables import build_table, consistency_table, count_text, paper_numbers, read_metrics
 
 TITLE = "brats-llm reproduction report"
 #: What the report reads under MODELS_DIR (it needs at least one of them).
@@ -94,10 +94,6 @@ def _figures(models: Path, pattern: str, caption: str, limit: int) -> list[Figur
             text = f"{caption} ({path.stem})"
         figures.append(Figure(path.relative_to(models).as_posix().replace("/", "__"), text, path.read_bytes()))
     return figures
-
-
-def _count(value: Any) -> str:
-    return f"{int(value):,}" if isinstance(value, (int, float)) else "n/a"
 
 
 def _fmt(value: Any, digits: int = 3) -> str:
@@ -207,7 +203,7 @@ def summary_paragraph(models: Path, records: dict[str, Any], facts: dict[str, An
     cls = (read_metrics(models, "evaluate_cls") or {}).get("test")
     if cls:
         headline.append(f"CNN classifier test accuracy {_fmt(cls.get('accuracy'))} (balanced {_fmt(cls.get('balanced_accuracy'))}, "
-                        f"n={_count(cls.get('n'))}) vs majority-class {_fmt((cls.get('baseline_majority') or {}).get('accuracy'))}")
+                        f"n={count_text(cls.get('n'))}) vs majority-class {_fmt((cls.get('baseline_majority') or {}).get('accuracy'))}")
     seg = (read_metrics(models, "evaluate_seg") or {}).get("test")
     if seg:
         base = (seg.get("baseline_all_background") or {}).get("dice")
@@ -216,7 +212,7 @@ def summary_paragraph(models: Path, records: dict[str, Any], facts: dict[str, An
         block = (read_metrics(models, f"evaluate_llm/{mode}/cls") or {}).get("test_glioma")
         if block:
             headline.append(f"{label} LLM accuracy on glioma slices {_fmt(block.get('accuracy'))} (balanced "
-                            f"{_fmt(block.get('balanced_accuracy'))}, n={_count(block.get('n'))} patients) vs majority-class "
+                            f"{_fmt(block.get('balanced_accuracy'))}, n={count_text(block.get('n'))} patients) vs majority-class "
                             f"{_fmt((block.get('baseline_majority') or {}).get('accuracy'))}")
     for mode, label in (("zeroshot", "general"), ("finetuned", "fine-tuned")):
         block = (read_metrics(models, f"evaluate_llm/{mode}/bbox") or {}).get("test")

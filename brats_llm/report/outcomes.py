@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from brats_llm.report.tables import Table, read_metrics
+from brats_llm.report.tables import Table, count_text, read_metrics
 
 #: (our mode folder, the report's name for it); (task, what the "among answered" score measures, its unit).
 MODES = (("zeroshot", "general"), ("finetuned", "fine-tuned"))
@@ -15,10 +15,6 @@ TASKS = (("cls", "answered_accuracy", "label accuracy (share)"),
          ("polygon", "answered_dice", "mean slice Dice"))
 HEADER = ["model", "task", "decoding", "slices (n)", "format failures (share)", "invalid values (share)",
           "answered (share)", "score among answered", "the score is"]
-
-
-def _count(value: Any) -> str:
-    return "n/a" if not isinstance(value, (int, float)) else f"{int(value):,}"
 
 
 def _share(count: Any, n: Any) -> str:
@@ -44,7 +40,7 @@ def outcomes_table(models: Path, records: dict[str, Any], digits: int = 3) -> Ta
                 continue
             n = slices.get("n")
             score = slices.get(key)
-            rows.append([name, task, (run.get("params") or {}).get("decoding", "free"), _count(n),
+            rows.append([name, task, (run.get("params") or {}).get("decoding", "free"), count_text(n),
                          _share(slices.get("format_error"), n), _share(slices.get("invalid_value"), n),
                          _share(slices.get("ok"), n),
                          "n/a (none answered)" if score is None else f"{score:.{digits}f}", unit])

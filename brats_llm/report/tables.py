@@ -160,18 +160,19 @@ def build_table(spec: dict[str, Any], models: Path, digits: int = 3) -> Table:
     paper_n = spec.get("paper_n") or {}
     n_row = ["n (patients)"]
     for (name, block), (patients, _) in zip(columns, counts):
-        n_row += [str(paper_n.get(name, "n/a")), "not run" if block is None else _count(patients)]
+        n_row += [str(paper_n.get(name, "n/a")), "not run" if block is None else count_text(patients)]
     rows.append(n_row + [""] * extra)
     if llm:
         s_row = ["n (slices)"]
         for (_, block), (_, slices) in zip(columns, counts):
-            s_row += ["n/a", "not run" if block is None else _count(slices)]
+            s_row += ["n/a", "not run" if block is None else count_text(slices)]
         rows.append(s_row + [""] * extra)
     return Table(number, spec["title"], header, rows, sources, missing, spec.get("paper_setting", ""))
 
 
-def _count(value: float | None) -> str:
-    return "n/a" if value is None else f"{int(value):,}"
+def count_text(value: Any) -> str:
+    """A count with thousands separators; "n/a" when it is missing (not a number)."""
+    return f"{int(value):,}" if isinstance(value, (int, float)) else "n/a"
 
 
 def consistency_table(paper: dict[str, Any], ours: dict[str, Any] | None) -> Table:
