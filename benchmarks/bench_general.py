@@ -90,7 +90,7 @@ def brain_parse_rates(model, processor, rows: int) -> dict:
 
     found = {}
     for task in TASKS:
-        chosen = load_from_disk(f"data/conversations/{task}")["test"].shuffle(seed=0).select(range(rows))
+        chosen = load_from_disk(f"data/conversations/{task}")["test"].shuffle(seed=0, keep_in_memory=True).select(range(rows), keep_in_memory=True)
         answers = generate(model, processor, [row["images"][0] for row in chosen],
                            prompt_texts(processor, [row["messages"] for row in chosen]),
                            max_new_tokens=220 if task == "polygon" else 72)

@@ -207,3 +207,62 @@ def test_answered_score_leaves_format_failures_out():
     assert answered_score("center", centres, truth) == {"answered_in_box": 0.5}
     boxes = [{"status": "ok", "prediction": box}, {"status": "format_error", "prediction": None}]
     assert answered_score("bbox", boxes, truth[:2]) == {"answered_dice": 1.0}
+
+
+@pytest.mark.parametrize("invalid_shapes", ["drawn", "empty"])
+def test_invalid_boxes_score_as_drawn_or_empty(published, truth, tmp_path, invalid_shapes):
+    """Corners listed TR, TL, BL, BR parse as an invalid value; ``drawn`` scores the box they span (the truth's)."""
+    rows, _ = truth
+    preds = []
+    for g in rows:
+        (x0, y0), (x1, _), (_, y1), _ = g["bbox"]
+        swapped = [[x1, y0], [x0, y0], [x0, y1], [x1, y1]]
+        preds.append(row(g["patient_id"], g["grade"], None, "format_error", slice_index=g["slice_index"],
+                         response=json.dumps({"bbox": swapped})))
+    write_predictions(tmp_path / "pred", "bbox", preds)
+    params = LlmEvalParams(bootstrap=50, invalid_shapes=invalid_shapes)
+    metrics = evaluate_llm("bbox", tmp_path / "pred", published, tmp_path / "out", params)["test"]
+    thin = [g for g in rows if g["bbox"][0][0] == g["bbox"][1][0] or g["bbox"][0][1] == g["bbox"][2][1]]
+    assert metrics["slices"]["invalid_value"] == len(rows) - len(thin) and metrics["slices"]["answered_dice"] is not None
+    assert headline_of(tmp_path / "out", "bbox")["parse_rate_slices"] == len(thin) / len(rows)
+    names = [p.name for p in (tmp_path / "out" / "plots" / "images" / "examples").glob("*.png")]
+    if invalid_shapes == "drawn":
+        assert metrics["drawn"] == len(rows) - len(thin)
+        assert metrics["dice"] == pytest.approx(metrics["oracle"]["dice"])  # the box the corners span is the truth's
+        assert names and not any(name.endswith("_no-answer.png") for name in names)
+    else:
+        assert metrics["drawn"] == 0 and metrics["dice"] < metrics["oracle"]["dice"]
+
+
+def test_spanned_box_is_what_the_box_rasterises():
+    from brats_llm.evaluate.llm import spanned_box
+
+    swapped = [[9, 2], [3, 2], [3, 7], [9, 7]]
+    assert spanned_box(swapped) == [[3, 2], [9, 2], [9, 7], [3, 7]]
+    assert np.array_equal(rasterize_box(spanned_box(swapped), (12, 12)), rasterize_box(swapped, (12, 12)))
+    sliver = [[66, 66], [64, 66], [64, 68], [64, 68]]  # a tiny model's answer: no TL, TR, BR, BL
+    assert spanned_box(sliver) == [[64, 66], [66, 66], [66, 68], [64, 68]]
+
+
+def test_a_star_polygon_scores_its_even_odd_region():
+    """A self-intersecting polygon (the paper's "random star shapes") is invalid but drawn with the even-odd rule."""
+    from brats_llm.conversations.parse import parse_answer
+    from brats_llm.evaluate.llm import scored_answer, slice_scores
+    from brats_llm.geometry.shapes import rasterize_polygon
+
+    angles = np.arange(11) * 3 * 2 * np.pi / 11 - np.pi / 2  # an 11-pointed star {11/3}: 11 vertices, walked once
+    star = [[round(32 + 25 * np.cos(a)), round(32 + 25 * np.sin(a))] for a in angles]
+    parsed = parse_answer("polygon", json.dumps({"polygon": star}), (64, 64))
+    assert parsed.status == "invalid_value" and parsed.detail == "not a simple polygon"
+    answer = {"status": parsed.status, "prediction": parsed.value}
+    mask = rasterize_polygon(star, (64, 64))
+    assert 500 < mask.sum() < rasterize_polygon([[7, 7], [57, 7], [57, 57], [7, 57]], (64, 64)).sum()
+    assert np.array_equal(scored_answer("polygon", answer, "drawn"), star) and scored_answer("polygon", answer, "empty") is None
+    assert scored_answer("center", {"status": "invalid_value", "prediction": [70, 3]}, "drawn") is None
+    drawn = slice_scores("polygon", [scored_answer("polygon", answer, "drawn")], [{"mask": mask}])[0]
+    assert drawn["dice"] == 1.0
+
+
+def test_invalid_shapes_param_is_checked():
+    with pytest.raises(ValueError, match="invalid_shapes"):
+        LlmEvalParams(invalid_shapes="clip")

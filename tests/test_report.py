@@ -229,3 +229,25 @@ def test_settings_name_decoding_and_backend(models, tmp_path):
     header = section(text, 7).splitlines()[0]
     assert "greedy, json-constrained decoding, vllm inference" in header
     assert "constrained decoding" not in section(text, 9).splitlines()[0]
+
+
+def test_table_7_says_how_invalid_shapes_were_scored(models, tmp_path):
+    """The note follows the evaluations' invalid_shapes: drawn, empty, or a mix; fixtures without it say nothing."""
+    build_report(models, tmp_path / "none", ReportParams(), card=models / "card.md")
+    assert "no valid shape" not in section((tmp_path / "none" / "report.md").read_text(), 7)
+    paths = sorted(models.glob("evaluate_llm/*/*/provenance.json"))
+    records = {path: json.loads(path.read_text()) for path in paths}
+    texts = {}
+    try:
+        for rule in ("drawn", "empty", "mixed"):
+            for i, (path, record) in enumerate(records.items()):
+                chosen = ("drawn", "empty")[i % 2] if rule == "mixed" else rule
+                write(path, {**record, "eval_params": {"invalid_shapes": chosen}})
+            build_report(models, tmp_path / rule, ReportParams(), card=models / "card.md")
+            texts[rule] = section((tmp_path / rule / "report.md").read_text(), 7)
+    finally:
+        for path, record in records.items():
+            write(path, record)
+    assert "are scored as the region they draw" in texts["drawn"] and "invalid_shapes: drawn" in texts["drawn"]
+    assert "score as no answer (Dice 0" in texts["empty"] and "region they draw" not in texts["empty"]
+    assert "scored invalid shapes differently" in texts["mixed"]

@@ -27,6 +27,8 @@ from brats_llm.metrics.points import in_box, no_point_distance, point_metrics
 from brats_llm.metrics.segmentation import dice, hd95, voxel_rates
 
 TIES = ("undetermined", "HGG", "LGG")
+#: How a box or polygon answer that parsed to points but is no valid shape is scored (``invalid_shapes``).
+INVALID_SHAPES = ("drawn", "empty")
 #: Classification target of a slice without tumour (answer NG-2).
 NO_GLIOMA = 2
 #: Suffix of the metrics key scored on glioma slices only (the paper's Table 3 "general" column).
@@ -52,6 +54,12 @@ class LlmEvalParams:
             wrong), ``HGG`` or ``LGG``. The paper does not say.
         fixed_box_fraction: side of the fixed centred baseline box as a fraction of the image.
         examples: slices drawn with truth and prediction (segmentation tasks).
+        invalid_shapes: a box or polygon answer that parsed to points but is no valid shape (corners not TL,
+            TR, BR, BL of one box; a self-intersecting or zero-area polygon, or one of fewer than 10 or more
+            than 15 vertices; vertices off the image): ``drawn`` scores the region it draws (a box: the box
+            its corners span; a polygon: even-odd fill; both clipped to the image), as the paper scored its
+            LLM's "random star shapes"; ``empty`` scores it as no answer (Dice 0). Either way the parse
+            status counts it as an invalid value; format failures always score as no answer.
     """
 
     bootstrap: int = 1000
@@ -59,10 +67,13 @@ class LlmEvalParams:
     tie: str = "undetermined"
     fixed_box_fraction: float = 0.5
     examples: int = 4
+    invalid_shapes: str = "drawn"
 
     def __post_init__(self) -> None:
         if self.tie not in TIES:
             raise ValueError(f"tie must be one of {TIES}, got {self.tie!r}")
+        if self.invalid_shapes not in INVALID_SHAPES:
+            raise ValueError(f"invalid_shapes must be one of {INVALID_SHAPES}, got {self.invalid_shapes!r}")
         at_least(self, 1, "bootstrap")
         at_least(self, 0, "seed", "examples")
         between(self, 0.01, 1.0, "fixed_box_fraction")
@@ -233,11 +244,31 @@ def baselines(task: str, train_truth: list[dict[str, Any]], fraction: float, sha
     return {"fixed_centered_box": fixed, "mean_train_box": [[x0, y0], [x1, y0], [x1, y1], [x0, y1]]}
 
 
+def scored_answer(task: str, row: dict[str, Any], invalid_shapes: str) -> Any:
+    """What a row's answer is scored as: its value when valid, an invalid box or polygon as drawn (when
+    ``invalid_shapes`` is "drawn"), else ``None`` (no region, no point)."""
+    if row["status"] == "ok":
+        return row["prediction"]
+    if row["status"] == "invalid_value" and task in ("bbox", "polygon") and invalid_shapes == "drawn":
+        return row["prediction"]
+    return None
+
+
+def spanned_box(corners: list[list[float]]) -> list[list[float]]:
+    """TL, TR, BR, BL of the axis-aligned box that ``corners`` span (what :func:`rasterize_box` fills)."""
+    xs, ys = [float(x) for x, _ in corners], [float(y) for _, y in corners]
+    return [[min(xs), min(ys)], [max(xs), min(ys)], [max(xs), max(ys)], [min(xs), max(ys)]]
+
+
 def geometry_scores(task: str, rows: list[dict[str, Any]], truth: list[dict[str, Any]], train_truth: list[dict[str, Any]],
                     params: LlmEvalParams) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Patient-mean metrics with intervals, format-failure counts and the constant baselines."""
+    """Patient-mean metrics with intervals, format-failure counts and the constant baselines.
+
+    Answers are scored as :func:`scored_answer` says (``params.invalid_shapes``); ``drawn`` counts the invalid
+    shapes that were scored as drawn.
+    """
     patient_ids = [r["patient_id"] for r in rows]
-    predictions = [r["prediction"] if r["status"] == "ok" else None for r in rows]
+    predictions = [scored_answer(task, r, params.invalid_shapes) for r in rows]
     order, table, keys = per_patient(task, patient_ids, predictions, truth)
 
     def mean_of(index: np.ndarray) -> dict[str, float]:
@@ -253,6 +284,7 @@ def geometry_scores(task: str, rows: list[dict[str, Any]], truth: list[dict[str,
     result["oracle"] = {**dict(zip(keys, oracle_table.mean(axis=0).tolist())),
                         "unparsable": float(sum(o is None for o in oracle))}
     result["n"] = float(len(order))
+    result["drawn"] = float(sum(r["status"] != "ok" and p is not None for r, p in zip(rows, predictions)))
     result["truth"] = truth_summary(truth)
     patient_rows = [{"patient_id": pid, **{k: f"{v:.6f}" for k, v in zip(keys, values)}} for pid, values in zip(order, table)]
     return result, patient_rows
@@ -359,9 +391,11 @@ def evaluate_llm(task: str, pred_dir: str | os.PathLike, revision_file: str | os
         metrics[split] = finite_or_null(result, {"multi_component_share": "geometry without a components column"})
         for i in _example_indices(truth, params.examples):
             reference = [truth[i]["center"]] if task == "center" else truth[i]["bbox" if task == "bbox" else "polygon"]
-            prediction = rows[i]["prediction"] if rows[i]["status"] == "ok" else None
+            prediction = scored_answer(task, rows[i], params.invalid_shapes)
             if task == "center" and prediction is not None:
                 prediction = [prediction]
+            if task == "bbox" and prediction is not None:  # draw what was scored: the box the corners span
+                prediction = spanned_box(prediction)
             # A slice whose answer was unusable shows the truth only; the name says so (the report's caption too).
             suffix = "" if prediction is not None else figures.NO_ANSWER_SUFFIX
             images[f"examples/{rows[i]['patient_id']}_{rows[i]['slice_index']}{suffix}.png"] = figures.shapes_overlay(

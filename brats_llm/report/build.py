@@ -235,8 +235,26 @@ def geometry_note(models: Path) -> str | None:
                         f"({int(truth['patients'])} patients) hold more than one tumour component. As in the paper, box and "
                         "centre describe all tumour pixels of the slice; the polygon traces the largest component only. "
                         "The oracle column scores the ground-truth answer like the model's, against the whole-slice mask: "
-                        "the ceiling of each answer format.")
+                        "the ceiling of each answer format." + invalid_shapes_note(models))
     return None
+
+
+def invalid_shapes_note(models: Path) -> str:
+    """How the box and polygon runs scored answers that parsed to points but are no valid shape."""
+    found = {(_json(path) or {}).get("eval_params", {}).get("invalid_shapes")
+             for task in ("bbox", "polygon") for path in sorted(models.glob(f"evaluate_llm/*/{task}/provenance.json"))}
+    if found == {"drawn"}:
+        return (" Box and polygon answers that parse but are no valid shape (corners not of one box, a self-intersecting "
+                "polygon) are scored as the region they draw (the box the corners span; the polygon filled even-odd), "
+                "as the paper scored its LLM's star-shaped polygons (evaluate_llm.invalid_shapes: drawn); the answer "
+                "outcomes table counts them as invalid values.")
+    if found == {"empty"}:
+        return (" Box and polygon answers that parse but are no valid shape score as no answer (Dice 0; "
+                "evaluate_llm.invalid_shapes: empty; the paper scored its star-shaped polygons as drawn).")
+    if found:
+        return (" The box and polygon runs scored invalid shapes differently: see evaluate_llm.invalid_shapes in each "
+                "run's provenance.json.")
+    return ""
 
 
 def collect(models: Path) -> dict[str, Any]:
