@@ -15,6 +15,7 @@ from brats_llm import atomic
 from brats_llm import plots as figures
 from brats_llm.config import at_least, between
 from brats_llm.constants import GRADE_TO_LABEL
+from brats_llm.conversations.parse import INVALID_VALUE, OK
 from brats_llm.conversations.prompts import answer_text
 from brats_llm.errors import InputError
 from brats_llm.evaluate.write import write_scores
@@ -247,11 +248,8 @@ def baselines(task: str, train_truth: list[dict[str, Any]], fraction: float, sha
 def scored_answer(task: str, row: dict[str, Any], invalid_shapes: str) -> Any:
     """What a row's answer is scored as: its value when valid, an invalid box or polygon as drawn (when
     ``invalid_shapes`` is "drawn"), else ``None`` (no region, no point)."""
-    if row["status"] == "ok":
-        return row["prediction"]
-    if row["status"] == "invalid_value" and task in ("bbox", "polygon") and invalid_shapes == "drawn":
-        return row["prediction"]
-    return None
+    drawn = row["status"] == INVALID_VALUE and task in ("bbox", "polygon") and invalid_shapes == "drawn"
+    return row["prediction"] if row["status"] == OK or drawn else None
 
 
 def spanned_box(corners: list[list[float]]) -> list[list[float]]:
@@ -284,7 +282,7 @@ def geometry_scores(task: str, rows: list[dict[str, Any]], truth: list[dict[str,
     result["oracle"] = {**dict(zip(keys, oracle_table.mean(axis=0).tolist())),
                         "unparsable": float(sum(o is None for o in oracle))}
     result["n"] = float(len(order))
-    result["drawn"] = float(sum(r["status"] != "ok" and p is not None for r, p in zip(rows, predictions)))
+    result["drawn"] = float(sum(r["status"] != OK and p is not None for r, p in zip(rows, predictions)))
     result["truth"] = truth_summary(truth)
     patient_rows = [{"patient_id": pid, **{k: f"{v:.6f}" for k, v in zip(keys, values)}} for pid, values in zip(order, table)]
     return result, patient_rows

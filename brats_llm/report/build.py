@@ -225,8 +225,9 @@ def summary_paragraph(models: Path, records: dict[str, Any], facts: dict[str, An
     return " ".join(parts)
 
 
-def geometry_note(models: Path) -> str | None:
-    """Share of scored test slices with several tumour components, and what the targets describe."""
+def geometry_note(models: Path, records: dict[str, Any]) -> str | None:
+    """Share of scored test slices with several tumour components, what the targets describe, and how invalid
+    shapes were scored (from the evaluations' ``records``, :func:`collect`)."""
     for task in ("bbox", "polygon", "center"):
         for mode in ("zeroshot", "finetuned"):
             truth = ((read_metrics(models, f"evaluate_llm/{mode}/{task}") or {}).get("test") or {}).get("truth")
@@ -235,14 +236,14 @@ def geometry_note(models: Path) -> str | None:
                         f"({int(truth['patients'])} patients) hold more than one tumour component. As in the paper, box and "
                         "centre describe all tumour pixels of the slice; the polygon traces the largest component only. "
                         "The oracle column scores the ground-truth answer like the model's, against the whole-slice mask: "
-                        "the ceiling of each answer format." + invalid_shapes_note(models))
+                        "the ceiling of each answer format." + invalid_shapes_note(records))
     return None
 
 
-def invalid_shapes_note(models: Path) -> str:
+def invalid_shapes_note(records: dict[str, Any]) -> str:
     """How the box and polygon runs scored answers that parsed to points but are no valid shape."""
-    found = {(_json(path) or {}).get("eval_params", {}).get("invalid_shapes")
-             for task in ("bbox", "polygon") for path in sorted(models.glob(f"evaluate_llm/*/{task}/provenance.json"))}
+    found = {(record or {}).get("eval_params", {}).get("invalid_shapes") for key, record in records.items()
+             if key.startswith("evaluate_llm/") and key.endswith(("/bbox", "/polygon"))} - {None}  # None: older records
     if found == {"drawn"}:
         return (" Box and polygon answers that parse but are no valid shape (corners not of one box, a self-intersecting "
                 "polygon) are scored as the region they draw (the box the corners span; the polygon filled even-odd), "
@@ -327,7 +328,7 @@ def build_report(models_dir: str | os.PathLike, out_dir: str | os.PathLike, para
     blocks += [("h2", "Summary"), ("p", summary_paragraph(models, records, facts, tags)),
                ("details", ("Provenance (code, data revision, models, params)", _provenance_lines(records, revision, tags)))]
     tables, missing = [], {}
-    geometry = geometry_note(models)
+    geometry = geometry_note(models, records)
     for spec in paper["tables"]:
         table = build_table(spec, models, params.digits)
         tables.append(table)
